@@ -1,0 +1,1 @@
+"""Admin endpoints: accounts (people and service accounts)."""

@@ -1,0 +1,130 @@
+"""The application factory: blueprints, JWT, error envelope, background threads."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from flask_smorest import Api
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from api import __version__
+from api.auth.guards import init_jwt
+from api.config import Settings
+from api.context import EXTENSION_KEY, AppContext
+from api.database import libpq_url, make_engine
+from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
+from api.maintenance.pruner import Pruner, PrunerConfig
+from api.maintenance.rescuer import Rescuer, RescuerConfig
+from api.maintenance.runner import MaintenanceRunner
+from api.queue.notify import Listener, WakeHub
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
+    """The error envelope: ``{success: false, error: {code, message, details}}``."""
+    response = jsonify({"success": False, "error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    return response
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """``{"a": {"b": ["msg"]}}`` → ``{"a.b": ["msg"]}``: each failing field by its dotted path."""
+    if isinstance(messages, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            path = str(key) if key != "_schema" else ""
+            flat |= _flatten(value, f"{prefix}.{path}".strip(".") if path else prefix)
+        return flat
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return {prefix or "_body": list(messages)}
+    return {prefix or "_body": [str(messages)]}
+
+
+def render_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = HTTP_CODES.get(status, "ERROR")
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    if status == 413:
+        return error_response(413, PayloadTooLarge.code, "the request body is too large")
+    if messages:
+        # webargs: {"json": {...}} / {"query": {...}}; name each field and say where it was.
+        location = next(iter(messages)) if len(messages) == 1 else None
+        flat = _flatten(messages[location] if location else messages)
+        summary = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in flat.items())
+        prefix = "Invalid request" if status == 400 else "Validation failed"
+        return error_response(status, code, f"{prefix}: {summary}", {"location": location, "fields": flat})
+    return error_response(status, code, error.description or error.name)
+
+
+class SkyfleetApi(Api):
+    """flask-smorest's Api, rendering HTTP errors in our envelope."""
+
+    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+        return render_http_exception(error)
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError) -> Response:
+        return error_response(error.status, error.code, error.message, error.details)
+
+    @app.errorhandler(OperationalError)
+    def database_down(error: OperationalError) -> Response:
+        log.warning("database unavailable: %s", error)
+        return error_response(503, ServiceUnavailable.code, "the database is unavailable; retry shortly")
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        if isinstance(error, HTTPException):
+            return render_http_exception(error)
+        log.exception("unhandled error")
+        return error_response(500, "INTERNAL_ERROR", "internal error; it has been logged")
+
+
+def create_app(settings: Settings) -> Flask:
+    """Build the API. Background threads start only when ``settings.background`` is set."""
+    from api.admin.routes import blp as admin_blp
+    from api.auth.routes import blp as auth_blp
+    from api.health import blp as health_blp
+    from api.jobs.routes import blp as jobs_blp
+    from api.workers.routes import blp as workers_blp
+
+    app = Flask("skyfleet")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="skyfleet",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        },
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    engine = make_engine(settings.database_url, settings.db_pool_size)
+    hub = WakeHub()
+    dsn = libpq_url(settings.database_url)
+    context = AppContext(settings=settings, engine=engine, hub=hub, listener=Listener(dsn, hub))
+    app.extensions[EXTENSION_KEY] = context
+
+    init_jwt(app, settings)
+    api = SkyfleetApi(app)
+    for blueprint in (auth_blp, jobs_blp, workers_blp, admin_blp, health_blp):
+        api.register_blueprint(blueprint)
+    _register_errors(app)
+
+    if settings.background:
+        context.listener.ensure_started()
+        services = [
+            Rescuer(engine, RescuerConfig(interval_s=settings.rescue_interval_s)),
+            Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days)),
+        ]
+        app.extensions["skyfleet.maintenance"] = runner = MaintenanceRunner(dsn, services)
+        runner.start()
+    return app

@@ -1,0 +1,80 @@
+"""JWT setup and the role check every endpoint goes through."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, g
+from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
+
+from api.auth.models import Role
+from api.config import Settings
+from api.errors import Forbidden, Unauthorized
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Marker read by the OpenAPI spec: endpoints behind a role need a bearer token.
+BEARER = [{"bearerAuth": []}]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is making the request, from the access token."""
+
+    user_id: int
+    roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+
+def init_jwt(app: Flask, settings: Settings) -> None:
+    app.config["JWT_SECRET_KEY"] = settings.jwt_secret
+    app.config["JWT_ACCESS_TOKEN_EXPIRES"] = dt.timedelta(seconds=settings.access_token_ttl_s)
+    app.config["JWT_TOKEN_LOCATION"] = ["headers"]
+    jwt = JWTManager(app)
+
+    # Every token problem renders as our 401 envelope.
+    def reject(message: str) -> Any:
+        raise Unauthorized(message)
+
+    jwt.unauthorized_loader(lambda reason: reject(f"missing access token ({reason})"))
+    jwt.invalid_token_loader(lambda reason: reject(f"invalid access token ({reason})"))
+    jwt.expired_token_loader(lambda header, payload: reject("access token expired; refresh it"))
+    jwt.revoked_token_loader(lambda header, payload: reject("access token revoked"))
+    jwt.needs_fresh_token_loader(lambda header, payload: reject("fresh login required"))
+
+
+def access_token_for(user_id: int, roles: list[str]) -> str:
+    return create_access_token(identity=str(user_id), additional_claims={"roles": roles})
+
+
+def require_roles(*roles: Role) -> Callable[[F], F]:
+    """Allow the request only with a valid access token carrying one of ``roles``."""
+    allowed = {r.value for r in roles}
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            verify_jwt_in_request()
+            claims = get_jwt()
+            caller_roles = frozenset(claims.get("roles", []))
+            if not caller_roles & allowed:
+                raise Forbidden(f"this endpoint needs one of the roles {sorted(allowed)}")
+            g.caller = Caller(int(claims["sub"]), caller_roles)
+            return view(*args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def caller() -> Caller:
+    """The authenticated caller of this request (after :func:`require_roles`)."""
+    who: Caller = g.caller
+    return who

@@ -1,0 +1,75 @@
+"""``/api/auth``: login, refresh (rotating), logout, me."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.auth import service
+from api.auth.guards import BEARER, access_token_for, caller, require_roles
+from api.auth.models import Role
+from api.auth.schemas import AccountSchema, EmptySchema, LoginSchema, RefreshSchema, TokensSchema
+from api.context import ctx
+from api.envelope import envelope, ok
+
+blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Log in and manage tokens.")
+
+
+def _tokens(account: service.Account, refresh_token: str) -> dict[str, Any]:
+    return {
+        "access_token": access_token_for(account.id, account.roles),
+        "refresh_token": refresh_token,
+        "token_type": "Bearer",
+        "expires_in": ctx().settings.access_token_ttl_s,
+    }
+
+
+@blp.route("/login")
+class Login(MethodView):
+    @blp.arguments(LoginSchema)
+    @blp.response(200, envelope(TokensSchema))
+    @blp.alt_response(401, description="Wrong email or password.")
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Exchange email and password for an access token and a refresh token."""
+        c = ctx()
+        with c.transaction() as conn:
+            account = service.authenticate(conn, body["email"], body["password"])
+            refresh = service.issue_refresh_token(conn, account.id, c.settings.refresh_token_ttl_s)
+        return ok(_tokens(account, refresh))
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @blp.arguments(RefreshSchema)
+    @blp.response(200, envelope(TokensSchema))
+    @blp.alt_response(401, description="Invalid, expired or reused refresh token.")
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Rotate a refresh token: the old one stops working; reusing it revokes the login."""
+        c = ctx()
+        with c.transaction() as conn:
+            account, refresh = service.rotate_refresh_token(conn, body["refresh_token"], c.settings.refresh_token_ttl_s)
+        return ok(_tokens(account, refresh))
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @blp.arguments(RefreshSchema)
+    @blp.response(200, envelope(EmptySchema))
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Revoke a refresh token (and every token rotated from the same login)."""
+        with ctx().transaction() as conn:
+            service.revoke_refresh_token(conn, body["refresh_token"])
+        return ok({})
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @require_roles(*Role)
+    @blp.response(200, envelope(AccountSchema))
+    @blp.doc(security=BEARER)
+    def get(self) -> dict[str, Any]:
+        """The account the access token belongs to."""
+        with ctx().transaction() as conn:
+            return ok(service.get_account(conn, caller().user_id))

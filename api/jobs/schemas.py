@@ -1,0 +1,131 @@
+"""Job submission and job views. A submission is validated against its type's input schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from api.jobs.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
+from jobtypes import JobStatus, get_job_type, job_type_names
+
+MAX_BATCH = 1000
+
+
+class JobTypeField(fields.String):
+    """A job type name that must be in the catalogue."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        name = super()._deserialize(value, attr, data, **kwargs)
+        if get_job_type(name) is None:
+            raise ValidationError(f"unknown job type {name!r}; known types: {', '.join(job_type_names())}")
+        return name
+
+
+class JobCreateSchema(Schema):
+    type = JobTypeField(required=True, metadata={"example": "sleep"})
+    input_payload = fields.Dict(
+        keys=fields.String(), load_default=dict,
+        metadata={"description": "Input of the job, validated against the type's schema."},
+    )
+    priority = fields.Integer(
+        load_default=DEFAULT_PRIORITY, validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
+        metadata={"description": "0 runs first, 9 last."},
+    )
+    run_after = fields.AwareDateTime(
+        load_default=None, allow_none=True, metadata={"description": "Not claimed before this time."}
+    )
+    cache = fields.Boolean(
+        load_default=True,
+        metadata={"description": "Reuse the result of an identical job that succeeded (false: always run)."},
+    )
+    callback_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"},
+                              validate=validate.Length(max=2000))
+    callback_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+    @post_load
+    def validate_input(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """Load ``input_payload`` with its type's schema (defaults filled in, unknown keys refused)."""
+        job_type = get_job_type(data["type"])
+        assert job_type is not None  # JobTypeField checked it
+        try:
+            data["input_payload"] = job_type.input_schema().load(data["input_payload"])
+        except ValidationError as err:
+            raise ValidationError({"input_payload": err.messages}) from err
+        return data
+
+
+class JobBatchCreateSchema(Schema):
+    jobs = fields.List(fields.Nested(JobCreateSchema), required=True,
+                       validate=validate.Length(min=1, max=MAX_BATCH))
+
+
+class ProgressSchema(Schema):
+    percent = fields.Float(allow_none=True)
+    stage = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+
+
+class JobErrorSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class JobSchema(Schema):
+    id = fields.Integer(required=True)
+    type = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]),
+                           metadata={"enum": [s.value for s in JobStatus]})
+    priority = fields.Integer(required=True)
+    run_after = fields.DateTime(required=True)
+    attempt = fields.Integer(required=True)
+    max_attempts = fields.Integer(required=True)
+    input_payload = fields.Dict(required=True)
+    progress = fields.Nested(ProgressSchema, allow_none=True)
+    error = fields.Nested(JobErrorSchema, allow_none=True)
+    cancel_requested = fields.Boolean(required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class SubmittedJobSchema(JobSchema):
+    request_id = fields.Integer(required=True)
+    origin = fields.String(
+        required=True, validate=validate.OneOf(["created", "joined", "cached"]),
+        metadata={"description": "created: a new job; joined: an identical job was already queued "
+                                 "or running; cached: the result of an identical job was reused."},
+    )
+
+
+class JobResultSchema(Schema):
+    job_id = fields.Integer(required=True)
+    result_payload = fields.Dict(allow_none=True)
+    storage_uri = fields.String(allow_none=True)
+    files = fields.List(fields.Dict(), allow_none=True)
+    created_at = fields.DateTime(required=True)
+
+
+SORTABLE = ("created_at", "updated_at", "priority", "id")
+
+
+class JobListArgs(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in JobStatus]))
+    type = JobTypeField(load_default=None)
+    sort = fields.String(
+        load_default="-created_at",
+        validate=validate.OneOf([f"{sign}{name}" for name in SORTABLE for sign in ("", "-")]),
+        metadata={"description": "A field, with '-' for descending."},
+    )
+
+
+class PaginationSchema(Schema):
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+    pages = fields.Integer()
+    has_next = fields.Boolean()
+    has_prev = fields.Boolean()

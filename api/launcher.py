@@ -1,0 +1,171 @@
+"""``skyfleet run``: the whole fleet on one machine, for a newcomer and for development.
+
+Starts (or reuses) an embedded PostgreSQL when ``DATABASE_URL`` is unset, migrates it,
+makes sure there is an admin and a local worker service account, then runs the API under
+gunicorn and one local worker process. Ctrl-C stops everything; the data stays in the
+data directory for the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from api.auth import service as accounts
+from api.auth.models import Role
+from api.database import make_engine
+from api.embedded import EmbeddedPostgres
+from api.migrate import upgrade
+
+DEFAULT_PORT = 8000
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+LOCAL_WORKER_NAME = "local-worker"
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    data_dir: Path
+    port: int
+    database_url: str | None
+    admin_email: str | None
+    admin_password: str | None
+    jwt_secret: str | None
+    workers: int
+
+
+def launch_config_from_env() -> LaunchConfig:
+    env = os.environ
+    return LaunchConfig(
+        data_dir=Path(env.get("SKYFLEET_DATA_DIR", ".skyfleet")).resolve(),
+        port=int(env.get("PORT", DEFAULT_PORT)),
+        database_url=env.get("DATABASE_URL") or None,
+        admin_email=env.get("SKYFLEET_ADMIN_EMAIL") or None,
+        admin_password=env.get("SKYFLEET_ADMIN_PASSWORD") or None,
+        jwt_secret=env.get("SKYFLEET_JWT_SECRET") or None,
+        workers=int(env.get("SKYFLEET_LOCAL_WORKERS", "1")),
+    )
+
+
+def _secret_file(path: Path, make: str | None = None) -> str:
+    """Read a secret kept in the data directory, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    value = make or secrets.token_urlsafe(48)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def prepare(cfg: LaunchConfig) -> tuple[str, str, EmbeddedPostgres | None, list[str]]:
+    """Database up and migrated, admin and worker accounts present.
+
+    Returns (database URL, JWT secret, the embedded server or None, lines to print).
+    """
+    embedded = None
+    url = cfg.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(cfg.data_dir / "pgdata")
+        url = embedded.ensure_database("skyfleet")
+    upgrade(url)
+    secret = cfg.jwt_secret or _secret_file(cfg.data_dir / "jwt-secret")
+    notes: list[str] = []
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            admin_email = cfg.admin_email or "admin@skyfleet.local"
+            admin, generated = accounts.ensure_account(conn, admin_email, cfg.admin_password, [Role.ADMIN], "admin")
+            if generated:
+                notes.append(f"  admin login: {admin.email} / {generated}   (shown once; change it)")
+            elif cfg.admin_password:
+                notes.append(f"  admin login: {admin.email} / (SKYFLEET_ADMIN_PASSWORD)")
+            else:
+                notes.append(f"  admin login: {admin.email} (password shown on the first run)")
+            worker_password = _secret_file(cfg.data_dir / "local-worker-password")
+            accounts.ensure_account(conn, accounts.service_email(LOCAL_WORKER_NAME), worker_password,
+                                    [Role.WORKER], LOCAL_WORKER_NAME, is_service=True)
+    finally:
+        engine.dispose()
+    return url, secret, embedded, notes
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the API exited during start-up (code {proc.returncode})")
+        try:
+            if requests.get(f"{url}/api/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or still booting
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the API did not become healthy within {READY_TIMEOUT_S:.0f} s")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(cfg: LaunchConfig) -> int:
+    """Run the fleet in the foreground until Ctrl-C or SIGTERM."""
+    url, secret, embedded, notes = prepare(cfg)
+    api_url = f"http://127.0.0.1:{cfg.port}"
+    env = os.environ | {"DATABASE_URL": url, "SKYFLEET_JWT_SECRET": secret, "PORT": str(cfg.port)}
+    procs: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"], env=env
+        )
+        procs.append(api)
+        _wait_ready(api_url, api)
+        worker_env = os.environ | {
+            "SKYFLEET_API_URL": api_url,
+            "SKYFLEET_WORKER_EMAIL": accounts.service_email(LOCAL_WORKER_NAME),
+            "SKYFLEET_WORKER_PASSWORD": _secret_file(cfg.data_dir / "local-worker-password"),
+        }
+        for _ in range(cfg.workers):
+            procs.append(subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env))
+        print(f"\nskyfleet is running at {api_url}  (API docs: {api_url}/api/openapi.json)", flush=True)
+        for line in notes:
+            print(line, flush=True)
+        print(f"  data directory: {cfg.data_dir}\n  Ctrl-C stops everything.\n", flush=True)
+        while not stopping:
+            if api.poll() is not None:
+                print(f"the API exited (code {api.returncode}); stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        # Workers first (they release their jobs), then the API, then the database.
+        _stop(list(reversed(procs)))
+        if embedded is not None:
+            embedded.stop()
+        print("skyfleet stopped.", flush=True)

@@ -1,0 +1,334 @@
+"""Claim, heartbeat, report and rescue: the life of an attempt.
+
+An attempt is a row of ``job_assignments`` with a lease (``expires_at``). A job's current
+attempt is ``jobs.attempt``; every statement below acts only where the assignment is
+still live, the job is IN_PROGRESS and its attempt matches, so late actors change nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, text
+
+from api.queue import NOTIFY_CHANNEL
+from api.queue.submit import NOTIFY_TYPES
+from jobtypes import CATALOGUE, RetryPolicy
+
+# Delay before the next attempt: exponential in the attempt just made, capped, and with a
+# random half jittered away ("equal jitter") so a burst of failures does not retry in step.
+# `policy` is the per-type retry policy joined in from the catalogue (see _policy_params).
+_BACKOFF = """make_interval(secs => least(coalesce(policy.cap, :default_cap),
+                 coalesce(policy.base, :default_base) * power(2, greatest(j.attempt - 1, 0)))
+               * (0.5 + random() * 0.5))"""
+
+_POLICY_JOIN = """LEFT JOIN unnest(CAST(:policy_types AS text[]), CAST(:policy_bases AS float8[]),
+                             CAST(:policy_caps AS float8[])) AS policy(type, base, cap)
+                  ON policy.type = j.type"""
+
+
+def _policy_params() -> dict[str, Any]:
+    default = RetryPolicy()
+    types = sorted(CATALOGUE)
+    return {
+        "policy_types": types,
+        "policy_bases": [CATALOGUE[t].retry.backoff_base_s for t in types],
+        "policy_caps": [CATALOGUE[t].retry.backoff_cap_s for t in types],
+        "default_base": default.backoff_base_s,
+        "default_cap": default.backoff_cap_s,
+    }
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: int
+    assignment_id: int
+    type: str
+    attempt: int
+    max_attempts: int
+    input_payload: dict[str, Any]
+    lease_expires_at: dt.datetime
+
+
+_CLAIM = text("""
+    WITH picked AS (
+        SELECT id FROM jobs
+        WHERE status = 'PENDING' AND type = ANY(CAST(:types AS text[])) AND run_after <= now()
+        ORDER BY priority, run_after, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE jobs j
+        SET status = 'IN_PROGRESS', attempt = j.attempt + 1, started_at = now(), updated_at = now()
+        FROM picked WHERE j.id = picked.id
+        RETURNING j.id, j.type, j.attempt, j.max_attempts, j.input_payload, j.priority, j.run_after
+    ), leased AS (
+        INSERT INTO job_assignments (job_id, worker_id, attempt, expires_at, heartbeat_at)
+        SELECT id, :worker_id, attempt, now() + make_interval(secs => :lease_s), now() FROM claimed
+        RETURNING id, job_id, expires_at
+    )
+    SELECT c.id, l.id, c.type, c.attempt, c.max_attempts, c.input_payload, l.expires_at
+    FROM claimed c JOIN leased l ON l.job_id = c.id
+    ORDER BY c.priority, c.run_after, c.id
+""")
+
+
+def claim_jobs(conn: Connection, worker_id: int, types: list[str], limit: int, lease_s: float) -> list[ClaimedJob]:
+    """Claim up to ``limit`` due jobs of ``types`` for a worker, in one statement.
+
+    ``FOR UPDATE SKIP LOCKED`` lets concurrent claimers pass each other's rows instead of
+    queueing behind them; each claimed job gets one assignment (lease) for its new attempt.
+    """
+    rows = conn.execute(
+        _CLAIM, {"types": types, "limit": limit, "worker_id": worker_id, "lease_s": lease_s}
+    ).all()
+    return [ClaimedJob(*row) for row in rows]
+
+
+_NEXT_DUE = text("""
+    SELECT min(first.run_after)
+    FROM unnest(CAST(:types AS text[])) AS t(type)
+    CROSS JOIN generate_series(0, 9) AS p(priority)
+    CROSS JOIN LATERAL (
+        SELECT run_after FROM jobs
+        WHERE status = 'PENDING' AND jobs.type = t.type AND jobs.priority = p.priority
+        ORDER BY run_after LIMIT 1
+    ) AS first
+""")
+
+
+def next_due_at(conn: Connection, types: list[str]) -> dt.datetime | None:
+    """When the earliest pending job of ``types`` becomes claimable (None: no pending job).
+
+    One probe of the claim index per (type, priority), so it stays cheap with a deep queue.
+    """
+    return conn.execute(_NEXT_DUE, {"types": types}).scalar_one()
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """The heartbeat answer: leases extended, jobs the worker must stop, drain flag."""
+
+    extended: list[tuple[int, int]]
+    #: (job_id, attempt, reason) with reason "cancelled" or "lost".
+    stop: list[tuple[int, int, str]]
+    lease_expires_at: dt.datetime | None
+
+
+_EXTEND = text("""
+    UPDATE job_assignments a
+    SET expires_at = now() + make_interval(secs => :lease_s), heartbeat_at = now()
+    FROM jobs j, unnest(CAST(:job_ids AS bigint[]), CAST(:attempts AS int[])) AS mine(job_id, attempt)
+    WHERE a.worker_id = :worker_id AND a.completed_at IS NULL
+      AND a.job_id = mine.job_id AND a.attempt = mine.attempt
+      AND j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
+    RETURNING a.job_id, a.attempt, j.cancel_requested, a.expires_at
+""")
+
+_SET_PROGRESS = text("""
+    UPDATE jobs j SET progress = p.progress, updated_at = now()
+    FROM unnest(CAST(:job_ids AS bigint[]), CAST(:attempts AS int[]), CAST(:progress AS jsonb[]))
+         AS p(job_id, attempt, progress)
+    WHERE j.id = p.job_id AND j.attempt = p.attempt AND j.status = 'IN_PROGRESS'
+      AND j.progress IS DISTINCT FROM p.progress
+""")
+
+
+def extend_leases(conn: Connection, worker_id: int, running: list[tuple[int, int]], lease_s: float,
+                  progress: dict[tuple[int, int], dict[str, Any]] | None = None) -> Liveness:
+    """Extend, in one statement, the leases of the attempts a worker says it is running.
+
+    Only the attempts it lists are extended: an attempt the worker has lost track of lapses
+    and is rescued, rather than being kept alive by an unrelated heartbeat. Attempts it
+    lists that are no longer current come back as "lost"; cancelled ones as "cancelled".
+    """
+    rows = conn.execute(_EXTEND, {
+        "worker_id": worker_id, "lease_s": lease_s,
+        "job_ids": [j for j, _ in running], "attempts": [a for _, a in running],
+    }).all()
+    live = {(job_id, attempt): cancel for job_id, attempt, cancel, _ in rows}
+    stop = [(j, a, "cancelled") for (j, a), cancel in live.items() if cancel]
+    stop += [(j, a, "lost") for j, a in running if (j, a) not in live]
+    if progress:
+        keys = [k for k in progress if k in live]
+        if keys:
+            conn.execute(_SET_PROGRESS, {
+                "job_ids": [j for j, _ in keys], "attempts": [a for _, a in keys],
+                "progress": [Jsonb(progress[k]) for k in keys],
+            })
+    expires = max((row[3] for row in rows), default=None)
+    return Liveness(extended=sorted(live), stop=sorted(stop), lease_expires_at=expires)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's report on one attempt."""
+
+    job_id: int
+    attempt: int
+    #: SUCCEEDED, FAILED or CANCELLED (acknowledging a cancel request).
+    outcome: str
+    result_payload: dict[str, Any] | None = None
+    storage_uri: str | None = None
+    files: list[dict[str, Any]] | None = None
+    error: dict[str, Any] | None = None
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    job_id: int
+    attempt: int
+    accepted: bool
+    #: The job's status after the report (when accepted).
+    status: str | None = None
+    run_after: dt.datetime | None = None
+
+
+_REPORT = text(f"""
+    WITH report AS (
+        SELECT * FROM unnest(
+            CAST(:job_ids AS bigint[]), CAST(:attempts AS int[]), CAST(:outcomes AS text[]),
+            CAST(:payloads AS jsonb[]), CAST(:storage_uris AS text[]), CAST(:files AS jsonb[]),
+            CAST(:errors AS jsonb[]), CAST(:permanent AS boolean[]))
+        AS r(job_id, attempt, outcome, payload, storage_uri, files, error, permanent)
+    ), current AS (
+        SELECT a.id AS assignment_id, r.*,
+               CASE WHEN r.outcome = 'SUCCEEDED' THEN 'SUCCEEDED'
+                    WHEN r.outcome = 'CANCELLED' OR j.cancel_requested THEN 'CANCELLED'
+                    WHEN r.permanent OR j.attempt >= j.max_attempts THEN 'FAILED'
+                    ELSE 'PENDING' END AS next_status,
+               {_BACKOFF} AS delay
+        FROM report r
+        JOIN job_assignments a ON a.job_id = r.job_id AND a.attempt = r.attempt
+             AND a.worker_id = :worker_id AND a.completed_at IS NULL
+        JOIN jobs j ON j.id = r.job_id AND j.attempt = r.attempt AND j.status = 'IN_PROGRESS'
+        {_POLICY_JOIN}
+        FOR UPDATE OF a, j
+    ), finished_jobs AS (
+        UPDATE jobs j SET
+            status = c.next_status,
+            run_after = CASE WHEN c.next_status = 'PENDING' THEN now() + c.delay ELSE j.run_after END,
+            finished_at = CASE WHEN c.next_status = 'PENDING' THEN NULL ELSE now() END,
+            error = CASE WHEN c.outcome = 'FAILED' THEN c.error ELSE NULL END,
+            updated_at = now()
+        FROM current c WHERE j.id = c.job_id
+        RETURNING j.id, j.attempt, j.status, j.run_after
+    ), finished_assignments AS (
+        UPDATE job_assignments a SET completed_at = now(), outcome = c.outcome, storage_uri = c.storage_uri
+        FROM current c WHERE a.id = c.assignment_id
+    ), results AS (
+        INSERT INTO job_results (job_id, assignment_id, result_payload, storage_uri, files)
+        SELECT job_id, assignment_id, payload, storage_uri, files FROM current WHERE outcome = 'SUCCEEDED'
+    )
+    SELECT id, attempt, status, run_after FROM finished_jobs
+""")
+
+
+def report_attempts(conn: Connection, worker_id: int, reports: list[Report]) -> list[ReportOutcome]:
+    """Record a batch of results and failures; one outcome per report, in order.
+
+    A report for an attempt that is not current (rescued, cancelled, already reported, or
+    another worker's) is not accepted and changes nothing. A failure is retried with backoff
+    while attempts remain, unless it is permanent.
+    """
+    params = _policy_params() | {
+        "worker_id": worker_id,
+        "job_ids": [r.job_id for r in reports],
+        "attempts": [r.attempt for r in reports],
+        "outcomes": [r.outcome for r in reports],
+        "payloads": [None if r.result_payload is None else Jsonb(r.result_payload) for r in reports],
+        "storage_uris": [r.storage_uri for r in reports],
+        "files": [None if r.files is None else Jsonb(r.files) for r in reports],
+        "errors": [None if r.error is None else Jsonb(r.error) for r in reports],
+        "permanent": [r.permanent for r in reports],
+    }
+    rows = conn.execute(_REPORT, params).all()
+    done = {(job_id, attempt): (status, run_after) for job_id, attempt, status, run_after in rows}
+    outcomes = []
+    for r in reports:
+        hit = done.pop((r.job_id, r.attempt), None)
+        if hit is None:
+            outcomes.append(ReportOutcome(r.job_id, r.attempt, accepted=False))
+        else:
+            outcomes.append(ReportOutcome(r.job_id, r.attempt, True, hit[0], hit[1]))
+    return outcomes
+
+
+_RESCUE = text(f"""
+    WITH expired AS (
+        SELECT a.id AS assignment_id, j.id AS job_id,
+               CASE WHEN j.cancel_requested THEN 'CANCELLED'
+                    WHEN j.attempt >= j.max_attempts THEN 'TIMED_OUT'
+                    ELSE 'PENDING' END AS next_status,
+               {_BACKOFF} AS delay
+        FROM job_assignments a
+        JOIN jobs j ON j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
+        {_POLICY_JOIN}
+        WHERE a.completed_at IS NULL AND a.expires_at < now()
+        ORDER BY a.expires_at
+        LIMIT :limit
+        FOR UPDATE OF a, j SKIP LOCKED
+    ), rescued_jobs AS (
+        UPDATE jobs j SET
+            status = e.next_status,
+            run_after = CASE WHEN e.next_status = 'PENDING' THEN now() + e.delay ELSE j.run_after END,
+            finished_at = CASE WHEN e.next_status = 'PENDING' THEN NULL ELSE now() END,
+            error = jsonb_build_object(
+                'code', 'LEASE_EXPIRED',
+                'message', format('attempt %s: the worker stopped heartbeating and its lease expired',
+                                  j.attempt)),
+            updated_at = now()
+        FROM expired e WHERE j.id = e.job_id
+        RETURNING j.id, j.type, j.status
+    ), expired_assignments AS (
+        UPDATE job_assignments a SET completed_at = now(), outcome = 'EXPIRED'
+        FROM expired e WHERE a.id = e.assignment_id
+    )
+    SELECT id, type, status FROM rescued_jobs
+""")
+
+
+def rescue_expired(conn: Connection, limit: int = 1000) -> list[tuple[int, str, str]]:
+    """Take back up to ``limit`` attempts whose lease expired: (job_id, type, new status).
+
+    The job goes back to PENDING with backoff, or TIMED_OUT when its attempts are used up,
+    or CANCELLED when a cancel was pending. ``SKIP LOCKED``: a row a worker is reporting on
+    right now is left for the next pass rather than waited for.
+    """
+    rows = conn.execute(_RESCUE, _policy_params() | {"limit": limit}).all()
+    return [(job_id, type_, status) for job_id, type_, status in rows]
+
+
+_RELEASE = text("""
+    WITH released AS (
+        UPDATE job_assignments a SET completed_at = now(), outcome = 'RELEASED'
+        FROM jobs j, unnest(CAST(:job_ids AS bigint[]), CAST(:attempts AS int[])) AS mine(job_id, attempt)
+        WHERE a.worker_id = :worker_id AND a.completed_at IS NULL
+          AND a.job_id = mine.job_id AND a.attempt = mine.attempt
+          AND j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
+        RETURNING a.job_id
+    )
+    UPDATE jobs j SET
+        status = CASE WHEN j.cancel_requested THEN 'CANCELLED' ELSE 'PENDING' END,
+        finished_at = CASE WHEN j.cancel_requested THEN now() END,
+        -- A released attempt did not fail: give it back so it does not count against the job.
+        max_attempts = j.max_attempts + 1,
+        updated_at = now()
+    FROM released r WHERE j.id = r.job_id
+    RETURNING j.id, j.type, j.status
+""")
+
+
+def release_attempts(conn: Connection, worker_id: int, running: list[tuple[int, int]]) -> list[tuple[int, str, str]]:
+    """Hand attempts back to the queue at once (a worker shutting down): (job_id, type, status)."""
+    rows = conn.execute(_RELEASE, {
+        "worker_id": worker_id, "job_ids": [j for j, _ in running], "attempts": [a for _, a in running],
+    }).all()
+    requeued = sorted({type_ for _, type_, status in rows if status == "PENDING"})
+    if requeued:
+        conn.execute(NOTIFY_TYPES, {"channel": NOTIFY_CHANNEL, "types": requeued})
+    return [(job_id, type_, status) for job_id, type_, status in rows]

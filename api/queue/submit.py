@@ -1,0 +1,200 @@
+"""Enqueue and cancel.
+
+Duplicate active submissions are stopped by the unique partial index
+``uq_jobs_active_input`` (type, input_hash) WHERE status is active: the insert is
+``ON CONFLICT DO NOTHING`` and the loser joins the winner's job. No check-then-insert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, text
+
+from api.errors import Conflict, NotFound
+from api.queue import NOTIFY_CHANNEL
+from jobtypes import JobStatus
+
+#: A concurrent finish can free a dedup slot between our insert and our lookup; retry this often.
+_MAX_DEDUP_ROUNDS = 5
+
+
+def input_hash(job_type: str, payload: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a validated payload (sorted keys, no spaces)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(f"{job_type}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """One validated submission."""
+
+    type: str
+    input_payload: dict[str, Any]
+    max_attempts: int
+    priority: int = 5
+    run_after: dt.datetime | None = None
+    use_cache: bool = True
+    callback_url: str | None = None
+    callback_token: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.type, input_hash(self.type, self.input_payload))
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of one submission: its job and how it got there."""
+
+    job_id: int
+    request_id: int
+    #: "created", "joined" (an identical job was already active) or "cached".
+    origin: str
+
+
+_FIND_CACHED = text("""
+    SELECT DISTINCT ON (j.type, j.input_hash) j.type, j.input_hash, j.id
+    FROM jobs j
+    JOIN job_results r ON r.job_id = j.id AND r.cache_valid
+    WHERE j.status = 'SUCCEEDED'
+      AND (j.type, j.input_hash) IN (
+          SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
+    ORDER BY j.type, j.input_hash, j.finished_at DESC
+""")
+
+_INSERT_JOBS = text("""
+    INSERT INTO jobs (type, input_payload, input_hash, priority, run_after, max_attempts,
+                      user_id, callback_url, callback_token)
+    SELECT t, p, h, pr, coalesce(ra, now()), ma, :user_id, cu, ct
+    FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
+                CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
+                CAST(:max_attempts AS int[]), CAST(:callback_urls AS text[]),
+                CAST(:callback_tokens AS text[]))
+         AS n(t, p, h, pr, ra, ma, cu, ct)
+    ON CONFLICT (type, input_hash) WHERE status IN ('PENDING', 'IN_PROGRESS') DO NOTHING
+    RETURNING type, input_hash, id, run_after <= now() AS due
+""")
+
+_FIND_ACTIVE = text("""
+    SELECT type, input_hash, id FROM jobs
+    WHERE status IN ('PENDING', 'IN_PROGRESS')
+      AND (type, input_hash) IN (
+          SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
+""")
+
+_INSERT_REQUESTS = text("""
+    INSERT INTO job_requests (job_id, user_id, origin)
+    SELECT j, :user_id, o FROM unnest(CAST(:job_ids AS bigint[]), CAST(:origins AS text[])) AS r(j, o)
+    RETURNING id
+""")
+
+NOTIFY_TYPES = text("SELECT pg_notify(:channel, t) FROM unnest(CAST(:types AS text[])) AS t")
+
+
+def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Submitted]:
+    """Submit jobs in one transaction; return one :class:`Submitted` per input, in order.
+
+    Wakes long-polling claimers with one NOTIFY per job type that got a due job; Postgres
+    folds identical notifications of one transaction into one (the debounce).
+    """
+    keys = [job.key for job in jobs]
+    resolved: dict[tuple[str, str], tuple[int, str]] = {}
+
+    cacheable = [key for job, key in zip(jobs, keys, strict=True) if job.use_cache]
+    if cacheable:
+        rows = conn.execute(_FIND_CACHED, _key_params(cacheable)).all()
+        resolved.update({(t, h): (job_id, "cached") for t, h, job_id in rows})
+
+    due_types: set[str] = set()
+    for _ in range(_MAX_DEDUP_ROUNDS):
+        todo = _first_per_key(jobs, keys, resolved)
+        if not todo:
+            break
+        inserted = conn.execute(_INSERT_JOBS, _insert_params(user_id, todo)).all()
+        for t, h, job_id, due in inserted:
+            resolved[(t, h)] = (job_id, "created")
+            if due:
+                due_types.add(t)
+        missing = [job.key for job in todo if job.key not in resolved]
+        if missing:
+            rows = conn.execute(_FIND_ACTIVE, _key_params(missing)).all()
+            resolved.update({(t, h): (job_id, "joined") for t, h, job_id in rows})
+    if _first_per_key(jobs, keys, resolved):
+        raise Conflict("identical jobs kept finishing while this one was submitted; retry")
+
+    origins: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for key in keys:
+        job_id, origin = resolved[key]
+        # A repeat of a key inside the same batch joins the job its first copy made.
+        origins.append("joined" if origin == "created" and key in seen else origin)
+        seen.add(key)
+    job_ids = [resolved[key][0] for key in keys]
+    request_ids = conn.execute(
+        _INSERT_REQUESTS, {"user_id": user_id, "job_ids": job_ids, "origins": origins}
+    ).scalars().all()
+    if due_types:
+        conn.execute(NOTIFY_TYPES, {"channel": NOTIFY_CHANNEL, "types": sorted(due_types)})
+    return [Submitted(j, r, o) for j, r, o in zip(job_ids, request_ids, origins, strict=True)]
+
+
+def _first_per_key(jobs: list[NewJob], keys: list[tuple[str, str]],
+                   resolved: dict[tuple[str, str], tuple[int, str]]) -> list[NewJob]:
+    todo: dict[tuple[str, str], NewJob] = {}
+    for job, key in zip(jobs, keys, strict=True):
+        if key not in resolved and key not in todo:
+            todo[key] = job
+    return list(todo.values())
+
+
+def _key_params(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
+    return {"types": [t for t, _ in keys], "hashes": [h for _, h in keys]}
+
+
+def _insert_params(user_id: int, jobs: list[NewJob]) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "types": [j.type for j in jobs],
+        "payloads": [Jsonb(j.input_payload) for j in jobs],
+        "hashes": [j.key[1] for j in jobs],
+        "priorities": [j.priority for j in jobs],
+        "run_afters": [j.run_after for j in jobs],
+        "max_attempts": [j.max_attempts for j in jobs],
+        "callback_urls": [j.callback_url for j in jobs],
+        "callback_tokens": [j.callback_token for j in jobs],
+    }
+
+
+_CANCEL = text("""
+    UPDATE jobs SET
+        status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE status END,
+        finished_at = CASE WHEN status = 'PENDING' THEN now() ELSE finished_at END,
+        cancel_requested = true,
+        updated_at = now()
+    WHERE id = :job_id AND status IN ('PENDING', 'IN_PROGRESS')
+    RETURNING status
+""")
+
+
+def cancel_job(conn: Connection, job_id: int) -> JobStatus:
+    """Cancel a job: a pending one at once; a running one cooperatively.
+
+    A running job stays IN_PROGRESS with ``cancel_requested`` until its worker
+    acknowledges (told through the heartbeat answer) or its lease lapses; either way it
+    ends CANCELLED. Cancelling a cancelled job is a no-op; any other finished job is a 409.
+    """
+    status = conn.execute(_CANCEL, {"job_id": job_id}).scalar_one_or_none()
+    if status is not None:
+        return JobStatus(status)
+    current = conn.execute(text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one_or_none()
+    if current is None:
+        raise NotFound(f"job {job_id} not found")
+    if current == JobStatus.CANCELLED:
+        return JobStatus.CANCELLED
+    raise Conflict(f"job {job_id} already finished as {current}", details={"status": current})

@@ -1,0 +1,1 @@
+"""The worker-facing side: register, claim, heartbeat, results."""

@@ -1,0 +1,109 @@
+"""Worker registration and the long-polling claim around the queue engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, text
+
+from api.context import AppContext
+from api.errors import Conflict, NotFound
+from api.queue.leases import ClaimedJob, claim_jobs, next_due_at
+from jobtypes import CATALOGUE
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    id: int
+    job_types: list[str]
+    draining: bool
+
+
+def register_worker(conn: Connection, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    row = conn.execute(
+        text("""INSERT INTO workers (name, user_id, hostname, pid, ecs_task_arn, ecs_cluster_arn,
+                                     job_types, concurrency, attributes)
+                VALUES (:name, :user_id, :hostname, :pid, :ecs_task_arn, :ecs_cluster_arn,
+                        CAST(:job_types AS varchar(64)[]), :concurrency, :attributes)
+                RETURNING id, name, job_types, concurrency"""),
+        body | {"user_id": user_id, "attributes": None if body["attributes"] is None else Jsonb(body["attributes"])},
+    ).mappings().one()
+    return dict(row)
+
+
+_TOUCH = text("""
+    UPDATE workers SET last_heartbeat_at = now()
+    WHERE id = :worker_id AND user_id = :user_id
+    RETURNING id, job_types, draining, stopped_at
+""")
+
+
+def touch_worker(conn: Connection, worker_id: int, user_id: int) -> WorkerRow:
+    """Record that the worker is alive; 404 unless it is this service account's, 409 if stopped."""
+    row = conn.execute(_TOUCH, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
+    if row is None:
+        raise NotFound(f"worker {worker_id} not found")
+    if row.stopped_at is not None:
+        raise Conflict(f"worker {worker_id} was stopped or declared lost; register again")
+    return WorkerRow(row.id, list(row.job_types), row.draining)
+
+
+def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str] | None,
+                    max_jobs: int, wait_s: float) -> tuple[list[ClaimedJob], bool]:
+    """Claim up to ``max_jobs``, waiting up to ``wait_s`` for work: (jobs, drain).
+
+    No database connection is held while waiting: the request parks on the process's
+    :class:`~api.queue.notify.WakeHub` and claims again when a job of its types arrives,
+    when the earliest scheduled job becomes due, or after a jittered fallback poll.
+    """
+    settings = c.settings
+    c.listener.ensure_started()
+    limit = min(max_jobs, settings.max_claim_batch)
+    deadline = time.monotonic() + min(wait_s, settings.max_claim_wait_s)
+    with c.transaction() as conn:
+        worker = touch_worker(conn, worker_id, user_id)
+    claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
+    if worker.draining or not claim_types:
+        return [], worker.draining
+    while True:
+        seen = c.hub.snapshot(claim_types)
+        with c.transaction() as conn:
+            jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
+            remaining = deadline - time.monotonic()
+            due_at = next_due_at(conn, claim_types) if not jobs and remaining > 0 else None
+        if jobs or remaining <= 0:
+            return jobs, False
+        timeout = min(remaining, settings.claim_poll_fallback_s * random.uniform(0.5, 1.5))
+        if due_at is not None:
+            until_due = (due_at - dt.datetime.now(dt.UTC)).total_seconds()
+            timeout = max(0.0, min(timeout, until_due))
+        c.hub.wait(claim_types, seen, timeout)
+
+
+def claimed_view(job: ClaimedJob) -> dict[str, Any]:
+    job_type = CATALOGUE.get(job.type)
+    return {
+        "job_id": job.job_id,
+        "assignment_id": job.assignment_id,
+        "type": job.type,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "input_payload": job.input_payload,
+        "lease_expires_at": job.lease_expires_at,
+        "timeout_s": job_type.timeout_s if job_type else 0.0,
+    }
+
+
+def stop_worker(conn: Connection, worker_id: int, user_id: int) -> None:
+    """Mark a worker stopped (it is exiting)."""
+    updated = conn.execute(
+        text("UPDATE workers SET stopped_at = coalesce(stopped_at, now()) WHERE id = :w AND user_id = :u"),
+        {"w": worker_id, "u": user_id},
+    ).rowcount
+    if not updated:
+        raise NotFound(f"worker {worker_id} not found")

@@ -1,0 +1,64 @@
+"""The job-type catalogue: per type, its input schema, limits and retry policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from marshmallow import Schema
+
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_BACKOFF_BASE_S = 1.0
+DEFAULT_BACKOFF_CAP_S = 300.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a failing job is tried and how long it waits in between.
+
+    The delay before attempt n+1 is ``min(cap, base * 2**(n-1))``, of which a random
+    half is jittered away so retries of a burst of failures do not arrive together.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_base_s: float = DEFAULT_BACKOFF_BASE_S
+    backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S
+
+
+@dataclass(frozen=True)
+class JobType:
+    """One kind of work the fleet knows how to do."""
+
+    name: str
+    description: str
+    input_schema: type[Schema]
+    result_schema: type[Schema] | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Rough memory need, so pools can be sized: "small" (<256 MiB), "medium", "large".
+    resource_class: str = "small"
+
+
+CATALOGUE: dict[str, JobType] = {}
+
+
+def register(job_type: JobType) -> JobType:
+    """Add a job type to the catalogue (at import time of its module)."""
+    if job_type.name in CATALOGUE:
+        raise ValueError(f"job type {job_type.name!r} registered twice")
+    CATALOGUE[job_type.name] = job_type
+    return job_type
+
+
+def get_job_type(name: str) -> JobType | None:
+    """The catalogue entry for ``name``, or None when there is no such type."""
+    return CATALOGUE.get(name)
+
+
+def job_type_names() -> list[str]:
+    """All known job type names, sorted."""
+    return sorted(CATALOGUE)
+
+
+# Built-in types register themselves on import.
+from jobtypes import builtin  # noqa: E402,F401

@@ -1,0 +1,217 @@
+"""The worker loop: stop check → claim → execute → report; heartbeats on a side thread.
+
+This is the minimal runtime of the foundation: handlers run in threads of this process.
+A result is kept (and its lease heartbeated) until the API has accepted it or rejected it
+as stale, so a finished job is never lost to a network blip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from worker.client import ApiClient, ApiRejected
+from worker.config import WorkerSettings
+from worker.handlers import HANDLERS, Cancelled, JobContext, PermanentError
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 30.0
+FLUSH_WAIT_S = 0.05
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.draining = threading.Event()
+        self.client = ApiClient(settings, self.stopping)
+        self.worker_id: int | None = None
+        self.heartbeat_interval_s = 2.0
+        # (job_id, attempt) → context, from claim until the API took the report.
+        self._leases: dict[tuple[int, int], JobContext] = {}
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._slot_freed = threading.Event()
+        self._reports: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="job")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def register(self) -> None:
+        data = self.client.post("/api/workers", {
+            "name": self.settings.name,
+            "job_types": list(self.settings.job_types),
+            "concurrency": self.settings.concurrency,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+        }, retry_for_s=300)
+        self.worker_id = data["id"]
+        self.heartbeat_interval_s = float(data["heartbeat_interval_s"])
+        log.info("registered worker %s (%s) for %s", self.worker_id, self.settings.name, self.settings.job_types)
+
+    def run(self) -> int:
+        """Work until SIGTERM/SIGINT, a drain request or the idle timeout; exit code 0."""
+        self.register()
+        threads = [
+            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
+            threading.Thread(target=self._report_loop, name="reporter", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        idle_since = time.monotonic()
+        while not (self.stopping.is_set() or self.draining.is_set()):
+            free = self.settings.concurrency - self._busy
+            if free <= 0:
+                self._slot_freed.wait(1.0)
+                self._slot_freed.clear()
+                continue
+            try:
+                data = self.client.post(
+                    f"/api/workers/{self.worker_id}/claim",
+                    {"max_jobs": min(free, self.settings.claim_batch), "wait_s": self.settings.claim_wait_s},
+                    timeout=self.settings.claim_wait_s + self.settings.http_timeout_s,
+                )
+            except ConnectionError:
+                continue
+            except ApiRejected as exc:
+                log.error("claim rejected: %s; stopping", exc)
+                break
+            if data["drain"]:
+                self.draining.set()
+            for job in data["jobs"]:
+                self._start(job)
+            if data["jobs"] or self._busy:
+                idle_since = time.monotonic()
+            elif self.settings.idle_timeout_s and time.monotonic() - idle_since >= self.settings.idle_timeout_s:
+                log.info("idle for %.0f s; exiting", self.settings.idle_timeout_s)
+                break
+        self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self._busy and time.monotonic() < deadline:
+            self._slot_freed.wait(0.2)
+            self._slot_freed.clear()
+        with self._lock:
+            unfinished = [k for k, c in self._leases.items() if not c.finished]
+        if unfinished:
+            for key in unfinished:
+                self._leases[key].cancel_event.set()
+            try:
+                self.client.post(f"/api/workers/{self.worker_id}/release",
+                                 {"jobs": [{"job_id": j, "attempt": a} for j, a in unfinished]}, retry_for_s=10)
+            except (ConnectionError, ApiRejected):
+                log.warning("could not release %s; their leases will lapse", unfinished)
+        self._reports.join()
+        try:
+            self.client.post(f"/api/workers/{self.worker_id}/deregister", {}, retry_for_s=5)
+        except (ConnectionError, ApiRejected):
+            log.warning("could not deregister")
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- executing ---------------------------------------------------------------------
+
+    def _start(self, job: dict[str, Any]) -> None:
+        ctx = JobContext(job_id=job["job_id"], attempt=job["attempt"])
+        with self._lock:
+            self._leases[(ctx.job_id, ctx.attempt)] = ctx
+            self._busy += 1
+        self._pool.submit(self._execute, job, ctx)
+
+    def _execute(self, job: dict[str, Any], ctx: JobContext) -> None:
+        report: dict[str, Any] = {"job_id": ctx.job_id, "attempt": ctx.attempt}
+        try:
+            handler = HANDLERS[job["type"]]
+            report |= {"status": "SUCCEEDED", "result_payload": handler(job["input_payload"], ctx)}
+        except Cancelled:
+            report |= {"status": "CANCELLED"}
+        except PermanentError as exc:
+            report |= {"status": "FAILED", "error": {"code": "PERMANENT_ERROR", "message": str(exc), "permanent": True}}
+        except Exception as exc:  # a handler's failure is the job's, not the worker's
+            log.warning("job %s attempt %s failed", ctx.job_id, ctx.attempt, exc_info=True)
+            report |= {"status": "FAILED", "error": {
+                "code": type(exc).__name__, "message": f"{exc}\n{traceback.format_exc(limit=5)}"[:10_000]}}
+        finally:
+            ctx.finished = True
+            with self._lock:
+                self._busy -= 1
+            self._slot_freed.set()
+        self._reports.put(report)
+
+    # -- side loops --------------------------------------------------------------------
+
+    def _report_loop(self) -> None:
+        while True:
+            batch = [self._reports.get()]
+            time.sleep(0)  # let finishing siblings join the batch
+            while len(batch) < self.settings.result_batch:
+                try:
+                    batch.append(self._reports.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._send_reports(batch)
+            finally:
+                for _ in batch:
+                    self._reports.task_done()
+
+    def _send_reports(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            data = self.client.post(f"/api/workers/{self.worker_id}/results", {"results": batch},
+                                    retry_for_s=None if not self.stopping.is_set() else STOP_GRACE_S)
+            outcomes = data["results"]
+        except ApiRejected as exc:
+            if exc.status != 409:
+                log.error("results rejected: %s", exc)
+            outcomes = exc.details.get("results", [])
+        except ConnectionError:
+            log.error("could not report %d results; their leases will lapse", len(batch))
+            outcomes = []
+        for outcome in outcomes:
+            if not outcome.get("accepted"):
+                log.warning("result for job %s attempt %s was stale; dropped", outcome["job_id"], outcome["attempt"])
+        with self._lock:
+            for report in batch:
+                self._leases.pop((report["job_id"], report["attempt"]), None)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(self.heartbeat_interval_s) or self._leases:
+            with self._lock:
+                running = [{"job_id": j, "attempt": a, "progress": c.progress} for (j, a), c in self._leases.items()]
+            try:
+                data = self.client.post(f"/api/workers/{self.worker_id}/heartbeat", {"jobs": running},
+                                        retry_for_s=self.heartbeat_interval_s)
+            except (ConnectionError, ApiRejected) as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            if data["drain"]:
+                self.draining.set()
+            for stop in data["stop"]:
+                ctx = self._leases.get((stop["job_id"], stop["attempt"]))
+                if ctx is not None:
+                    log.info("stopping job %s attempt %s (%s)", stop["job_id"], stop["attempt"], stop["reason"])
+                    ctx.cancel_event.set()
+            if self.stopping.is_set() and not self._leases:
+                return
+
+
+def main_loop(settings: WorkerSettings) -> int:
+    worker = Worker(settings)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: finishing running jobs, then exiting", signum)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return worker.run()
