@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from flask_smorest import Api
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -15,6 +15,7 @@ from api.auth.guards import init_jwt
 from api.config import Settings
 from api.context import EXTENSION_KEY, AppContext
 from api.database import libpq_url, make_engine
+from api.envelope import error_response
 from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
@@ -22,13 +23,6 @@ from api.maintenance.runner import MaintenanceRunner
 from api.queue.notify import Listener, WakeHub
 
 log = logging.getLogger(__name__)
-
-
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
-    """The error envelope: ``{success: false, error: {code, message, details}}``."""
-    response = jsonify({"success": False, "error": {"code": code, "message": message, "details": details or {}}})
-    response.status_code = status
-    return response
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

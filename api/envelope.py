@@ -5,12 +5,20 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from flask import Response, jsonify
 from marshmallow import Schema, fields
 
 
 def ok(data: Any, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Wrap a payload in the success envelope."""
     return {"success": True, "data": data, "meta": meta or {}}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
+    """The error envelope: ``{success: false, error: {code, message, details}}``."""
+    response = jsonify({"success": False, "error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    return response
 
 
 @cache

@@ -23,7 +23,7 @@ class SleepInput(Schema):
 
     seconds = fields.Float(load_default=0.0, validate=validate.Range(min=0.0, max=MAX_SLEEP_S))
     #: Fail this many attempts (1 = the first attempt fails, the retry succeeds).
-    fail_attempts = fields.Integer(load_default=0, validate=validate.Range(min=0, max=100))
+    fail_attempts = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=100))
     #: Fail with a permanent error (no retry) instead of a retryable one.
     permanent = fields.Boolean(load_default=False)
     tag = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))

@@ -13,6 +13,7 @@ from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_
 
 from api.auth.models import Role
 from api.config import Settings
+from api.envelope import error_response
 from api.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +42,7 @@ def init_jwt(app: Flask, settings: Settings) -> None:
 
     # Every token problem renders as our 401 envelope.
     def reject(message: str) -> Any:
-        raise Unauthorized(message)
+        return error_response(Unauthorized.status, Unauthorized.code, message)
 
     jwt.unauthorized_loader(lambda reason: reject(f"missing access token ({reason})"))
     jwt.invalid_token_loader(lambda reason: reject(f"invalid access token ({reason})"))

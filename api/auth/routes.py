@@ -48,8 +48,15 @@ class Refresh(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Rotate a refresh token: the old one stops working; reusing it revokes the login."""
         c = ctx()
-        with c.transaction() as conn:
-            account, refresh = service.rotate_refresh_token(conn, body["refresh_token"], c.settings.refresh_token_ttl_s)
+        try:
+            with c.transaction() as conn:
+                account, refresh = service.rotate_refresh_token(
+                    conn, body["refresh_token"], c.settings.refresh_token_ttl_s
+                )
+        except service.TokenReuse as reuse:
+            with c.transaction() as conn:
+                service.revoke_family(conn, reuse.family_id)
+            raise
         return ok(_tokens(account, refresh))
 
 

@@ -100,6 +100,15 @@ def authenticate(conn: Connection, email: str, password: str) -> Account:
     return _account(user)
 
 
+class TokenReuse(Unauthorized):
+    """Refresh token reuse detected; every session of this login was revoked."""
+
+    def __init__(self, family_id: uuid.UUID) -> None:
+        super().__init__()
+        #: The caller revokes this family in a transaction of its own (this one rolls back).
+        self.family_id = family_id
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -120,8 +129,9 @@ def issue_refresh_token(conn: Connection, user_id: int, ttl_s: int, family_id: u
 def rotate_refresh_token(conn: Connection, token: str, ttl_s: int) -> tuple[Account, str]:
     """Exchange a refresh token for a new one (and its account).
 
-    Presenting a token that was already rotated or revoked means it leaked: the whole
-    family (every token descended from the same login) is revoked.
+    Presenting a token that was already rotated or revoked means it leaked: this raises
+    :class:`TokenReuse`, and the caller revokes the whole family (every token descended
+    from the same login) with :func:`revoke_family`.
     """
     row = conn.execute(
         select(_TOKENS).where(_TOKENS.c.token_hash == _token_hash(token)).with_for_update()
@@ -129,8 +139,7 @@ def rotate_refresh_token(conn: Connection, token: str, ttl_s: int) -> tuple[Acco
     if row is None or row.expires_at <= dt.datetime.now(dt.UTC):
         raise Unauthorized("invalid or expired refresh token")
     if row.revoked_at is not None:
-        revoke_family(conn, row.family_id)
-        raise Unauthorized("refresh token reuse detected; all sessions of this login were revoked")
+        raise TokenReuse(row.family_id)
     account = get_account(conn, row.user_id)
     if account.disabled_at is not None:
         raise Unauthorized("account disabled")

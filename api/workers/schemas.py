@@ -14,9 +14,9 @@ MAX_BATCH = 1000
 class WorkerRegisterSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     job_types = fields.List(JobTypeField(), required=True, validate=validate.Length(min=1, max=100))
-    concurrency = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1000))
+    concurrency = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1, max=1000))
     hostname = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
-    pid = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    pid = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=0))
     ecs_task_arn = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2048))
     ecs_cluster_arn = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2048))
     attributes = fields.Dict(load_default=None, allow_none=True)
@@ -34,7 +34,7 @@ class WorkerSchema(Schema):
 
 
 class ClaimSchema(Schema):
-    max_jobs = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_BATCH),
+    max_jobs = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1, max=MAX_BATCH),
                               metadata={"description": "How many free slots the worker has."})
     wait_s = fields.Float(load_default=0.0, validate=validate.Range(min=0.0, max=60.0),
                           metadata={"description": "Long poll: wait up to this long for work."})
@@ -60,7 +60,7 @@ class ClaimResponseSchema(Schema):
 
 class RunningJobSchema(Schema):
     job_id = fields.Integer(required=True)
-    attempt = fields.Integer(required=True, validate=validate.Range(min=1))
+    attempt = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
     progress = fields.Nested(ProgressSchema, load_default=None, allow_none=True)
 
 
@@ -96,7 +96,7 @@ class FileSchema(Schema):
 
 class ReportSchema(Schema):
     job_id = fields.Integer(required=True)
-    attempt = fields.Integer(required=True, validate=validate.Range(min=1))
+    attempt = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
     status = fields.String(required=True, validate=validate.OneOf(["SUCCEEDED", "FAILED", "CANCELLED"]))
     result_payload = fields.Dict(load_default=None, allow_none=True)
     storage_uri = fields.String(load_default=None, allow_none=True)

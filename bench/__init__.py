@@ -1,0 +1,1 @@
+"""Benchmarks of a real skyfleet fleet on this machine: ``python -m bench`` (``make bench``)."""

@@ -1,0 +1,96 @@
+"""Login, tokens, rotation with reuse detection, and roles on every endpoint."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import jwt as pyjwt
+import pytest
+
+from tests.integration.conftest import JWT_SECRET, PASSWORD, submit
+
+
+def _login(client, email, password=PASSWORD):
+    return client.post("/api/auth/login", json={"email": email, "password": password})
+
+
+def test_login_is_case_insensitive_and_wrong_password_is_401(app, alice):
+    client = app.test_client()
+    assert _login(client, "  ALICE@example.org ").status_code == 200
+    response = _login(client, "alice@example.org", "wrong password")
+    assert response.status_code == 401 and response.json["error"]["code"] == "UNAUTHORIZED"
+    assert _login(client, "nobody@example.org").status_code == 401
+
+
+def test_me(alice):
+    me = alice.get("/api/auth/me").json["data"]
+    assert me["email"] == "alice@example.org" and me["roles"] == ["USER"]
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(app, alice):
+    client = app.test_client()
+    first = _login(client, "alice@example.org").json["data"]["refresh_token"]
+    second = client.post("/api/auth/refresh", json={"refresh_token": first}).json["data"]["refresh_token"]
+    assert second != first
+    third_response = client.post("/api/auth/refresh", json={"refresh_token": second})
+    assert third_response.status_code == 200
+    third = third_response.json["data"]["refresh_token"]
+    # Replaying a rotated token: rejected, and the newest token of the family dies with it.
+    replay = client.post("/api/auth/refresh", json={"refresh_token": first})
+    assert replay.status_code == 401 and "reuse" in replay.json["error"]["message"]
+    assert client.post("/api/auth/refresh", json={"refresh_token": third}).status_code == 401
+
+
+def test_logout_revokes(app, alice):
+    client = app.test_client()
+    refresh = _login(client, "alice@example.org").json["data"]["refresh_token"]
+    assert client.post("/api/auth/logout", json={"refresh_token": refresh}).status_code == 200
+    assert client.post("/api/auth/refresh", json={"refresh_token": refresh}).status_code == 401
+
+
+def test_missing_expired_and_tampered_tokens_are_rejected(app, alice):
+    client = app.test_client()
+    assert client.get("/api/jobs/1").status_code == 401
+    expired = pyjwt.encode({"sub": str(alice.user_id), "roles": ["USER"], "type": "access", "fresh": False,
+                            "jti": "x", "iat": 0, "nbf": 0, "exp": int(dt.datetime(2000, 1, 1).timestamp())},
+                           JWT_SECRET, algorithm="HS256")
+    forged = pyjwt.encode({"sub": str(alice.user_id), "roles": ["ADMIN"], "type": "access", "fresh": False,
+                           "jti": "y", "iat": 0, "nbf": 0, "exp": 4102444800}, "not-the-secret" * 4,
+                          algorithm="HS256")
+    head, payload, signature = alice.token.split(".")
+    tampered = ".".join([head, payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB"), signature])
+    for token in (expired, forged, tampered, "garbage"):
+        response = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, token
+        assert response.json["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_roles_are_checked(alice, worker_account, admin):
+    # Workers cannot use user endpoints; users cannot use worker or admin endpoints.
+    assert worker_account.post("/api/jobs", {"type": "noop"}).status_code == 403
+    assert worker_account.get("/api/jobs").status_code == 403
+    assert alice.post("/api/workers", {"name": "x", "job_types": ["noop"]}).status_code == 403
+    assert alice.post("/api/admin/users", {"email": "eve@example.org"}).status_code == 403
+    assert worker_account.post("/api/admin/service-accounts", {"name": "x", "role": "WORKER"}).status_code == 403
+    assert submit(admin, "noop")["status"] == "PENDING"
+
+
+def test_admin_creates_service_accounts_that_can_log_in(app, admin):
+    response = admin.post("/api/admin/service-accounts", {"name": "pool-a", "role": "WORKER"})
+    assert response.status_code == 201
+    account = response.json["data"]
+    assert account["email"] == "pool-a@service.skyfleet.internal" and account["roles"] == ["WORKER"]
+    login = _login(app.test_client(), account["email"], account["password"])
+    assert login.status_code == 200
+    again = admin.post("/api/admin/service-accounts", {"name": "pool-a", "role": "WORKER"})
+    assert again.status_code == 409
+    bad = admin.post("/api/admin/service-accounts", {"name": "Pool A", "role": "ADMIN"})
+    assert bad.status_code == 422 and set(bad.json["error"]["details"]["fields"]) == {"name", "role"}
+
+
+@pytest.mark.parametrize("password", [None, "a long enough password"])
+def test_admin_creates_users(app, admin, password):
+    body = {"email": "carol@example.org", "roles": ["USER"]} | ({"password": password} if password else {})
+    created = admin.post("/api/admin/users", body).json["data"]
+    assert (created["password"] is None) == (password is not None)
+    assert _login(app.test_client(), "carol@example.org", password or created["password"]).status_code == 200

@@ -1,0 +1,97 @@
+"""Concurrency with real concurrent clients: claimers in separate processes, racing submitters."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from collections import Counter
+
+from sqlalchemy import text
+
+from api.database import make_engine
+from api.queue.leases import claim_jobs
+from api.queue.submit import NewJob, enqueue_jobs
+from tests.helpers import count
+from tests.integration.conftest import submit
+
+JOBS = 5000
+CLAIMERS = 8
+
+
+def _claimer(url: str, worker_id: int, start: mp.synchronize.Event, out: mp.Queue) -> None:  # type: ignore[name-defined]
+    """One claimer process: claim batches of 1–20 until the queue is empty."""
+    engine = make_engine(url, pool_size=1)
+    claimed: list[int] = []
+    start.wait()
+    batch = 1 + worker_id % 20
+    while True:
+        with engine.begin() as conn:
+            jobs = claim_jobs(conn, worker_id, ["noop"], batch, 60.0)
+        if not jobs:
+            break
+        claimed.extend(j.job_id for j in jobs)
+    engine.dispose()
+    out.put((worker_id, claimed))
+
+
+def test_eight_claimer_processes_take_every_job_exactly_once(engine, alice, clean_db):
+    with engine.begin() as conn:
+        enqueue_jobs(conn, alice.user_id, [NewJob("noop", {"tag": str(i)}, 3) for i in range(JOBS)])
+        worker_ids = [
+            conn.execute(text("""INSERT INTO workers (name, user_id, job_types, concurrency)
+                                 VALUES (:n, :u, ARRAY['noop'], 1) RETURNING id"""),
+                         {"n": f"c{i}", "u": alice.user_id}).scalar_one()
+            for i in range(CLAIMERS)
+        ]
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(clean_db, wid, start, out)) for wid in worker_ids]
+    for p in procs:
+        p.start()
+    start.set()
+    results = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    claimed = [job_id for ids in results.values() for job_id in ids]
+    duplicates = [j for j, n in Counter(claimed).items() if n > 1]
+    assert duplicates == []
+    assert len(claimed) == JOBS
+    assert sum(1 for ids in results.values() if ids) >= 2, "the claimers did not overlap"
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
+        per_job = conn.execute(text("SELECT max(n), min(n), count(*) FROM "
+                                    "(SELECT job_id, count(*) n FROM job_assignments GROUP BY job_id) a")).one()
+    assert statuses == {"IN_PROGRESS": JOBS}
+    assert tuple(per_job) == (1, 1, JOBS)
+
+
+def test_twenty_concurrent_identical_submissions_make_one_job(app, alice, engine):
+    barrier = threading.Barrier(20)
+    answers: list[dict] = []
+    lock = threading.Lock()
+
+    def submit_once() -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post("/api/jobs", json={"type": "sleep", "input_payload": {"seconds": 5, "tag": "same"}},
+                               headers={"Authorization": f"Bearer {alice.token}"})
+        with lock:
+            answers.append({**response.json["data"], "http": response.status_code})
+
+    threads = [threading.Thread(target=submit_once) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({a["id"] for a in answers}) == 1
+    assert sorted(Counter(a["origin"] for a in answers).items()) == [("created", 1), ("joined", 19)]
+    assert sorted(Counter(a["http"] for a in answers).items()) == [(200, 19), (201, 1)]
+    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 20
+
+
+def test_dedup_ignores_key_order_but_not_values(alice):
+    a = submit(alice, "sleep", {"seconds": 1, "tag": "x"})
+    b = submit(alice, "sleep", {"tag": "x", "seconds": 1.0})
+    c = submit(alice, "sleep", {"tag": "x", "seconds": 2})
+    assert a["id"] == b["id"] != c["id"]
