@@ -1,0 +1,113 @@
+"""Acceptance fixtures: the API under gunicorn and worker processes, as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import Engine
+
+from api.auth import service as accounts
+from api.auth.models import Role
+from api.database import make_engine
+from tests.helpers import wait_for
+
+JWT_SECRET = "acceptance-secret-" + "y" * 40
+PASSWORD = "acceptance password"
+WORKER_EMAIL = accounts.service_email("fleet-worker")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Fleet:
+    url: str
+    engine: Engine
+    api: subprocess.Popen[bytes]
+    token: str
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def submit(self, job_type: str, payload: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        response = requests.post(f"{self.url}/api/jobs", json={"type": job_type, "input_payload": payload, **extra},
+                                 headers=self.headers(), timeout=10)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json()["data"])
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        response = requests.get(f"{self.url}/api/jobs/{job_id}", headers=self.headers(), timeout=10)
+        assert response.status_code == 200, response.text
+        return dict(response.json()["data"])
+
+    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        worker_env = os.environ | {
+            "SKYFLEET_API_URL": self.url,
+            "SKYFLEET_WORKER_EMAIL": WORKER_EMAIL,
+            "SKYFLEET_WORKER_PASSWORD": PASSWORD,
+            "SKYFLEET_WORKER_CLAIM_WAIT_S": "2",
+        } | env
+        proc = subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env)
+        self.workers.append(proc)
+        return proc
+
+
+@pytest.fixture
+def fleet(clean_db: str) -> Iterator[Fleet]:
+    """The API under gunicorn with short leases (2 s), so rescue tests run in seconds."""
+    engine = make_engine(clean_db, pool_size=2)
+    with engine.begin() as conn:
+        accounts.create_user(conn, "admin@example.org", PASSWORD, [Role.ADMIN])
+        accounts.create_user(conn, WORKER_EMAIL, PASSWORD, [Role.WORKER], is_service=True)
+    port = _free_port()
+    env = os.environ | {
+        "DATABASE_URL": clean_db,
+        "SKYFLEET_JWT_SECRET": JWT_SECRET,
+        "PORT": str(port),
+        "SKYFLEET_LEASE_S": "2",
+        "SKYFLEET_HEARTBEAT_INTERVAL_S": "0.5",
+        "SKYFLEET_RESCUE_INTERVAL_S": "0.25",
+        "SKYFLEET_WEB_WORKERS": "2",
+    }
+    api = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"],
+                           env=env)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert api.poll() is None, "the API exited"
+        try:
+            return requests.get(f"{url}/api/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    fleet = None
+    try:
+        wait_for(healthy, timeout=30, interval=0.2, what="the API to start")
+        login = requests.post(f"{url}/api/auth/login", json={"email": "admin@example.org", "password": PASSWORD},
+                              timeout=10)
+        fleet = Fleet(url, engine, api, login.json()["data"]["access_token"])
+        yield fleet
+    finally:
+        for proc in (fleet.workers if fleet else []) + [api]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (fleet.workers if fleet else []) + [api]:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        engine.dispose()

@@ -1,0 +1,63 @@
+"""Long-poll claims wake on NOTIFY, on a job becoming due, and hold no connection while waiting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+from api.context import EXTENSION_KEY
+from tests.integration.conftest import register, submit
+
+
+def _claim_in_thread(worker, wid, wait_s, out):
+    def run():
+        start = time.monotonic()
+        response = worker.post(f"/api/workers/{wid}/claim", {"max_jobs": 5, "wait_s": wait_s})
+        out.append((time.monotonic() - start, response.json["data"]["jobs"]))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_waiting_claim_wakes_when_a_job_arrives(app, alice, worker_account):
+    context = app.extensions[EXTENSION_KEY]
+    context.settings = context.settings.with_(claim_poll_fallback_s=30.0)  # only NOTIFY can wake it early
+    wid = register(worker_account)
+    context.listener.ensure_started()
+    assert context.listener.connected.wait(5)
+    out: list = []
+    thread = _claim_in_thread(worker_account, wid, 10.0, out)
+    time.sleep(0.5)
+    assert thread.is_alive(), "the claim should be waiting"
+    # While it waits it holds no pooled connection.
+    assert context.engine.pool.checkedout() == 0
+    submitted_at = time.monotonic()
+    job = submit(alice, "noop", {"tag": "wake"})
+    thread.join(10)
+    elapsed, jobs = out[0]
+    assert [j["job_id"] for j in jobs] == [job["id"]]
+    assert elapsed < 5.0
+    assert time.monotonic() - submitted_at < 2.0
+
+
+def test_waiting_claim_wakes_when_a_scheduled_job_becomes_due(app, alice, worker_account):
+    context = app.extensions[EXTENSION_KEY]
+    context.settings = context.settings.with_(claim_poll_fallback_s=30.0)
+    wid = register(worker_account)
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)
+    job = submit(alice, "noop", {"tag": "later"}, run_after=due.isoformat())
+    out: list = []
+    _claim_in_thread(worker_account, wid, 10.0, out).join(15)
+    elapsed, jobs = out[0]
+    assert [j["job_id"] for j in jobs] == [job["id"]]
+    assert 1.0 <= elapsed < 4.0
+
+
+def test_claim_returns_empty_after_wait(worker_account):
+    wid = register(worker_account)
+    start = time.monotonic()
+    response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1, "wait_s": 1.0})
+    assert response.json["data"] == {"jobs": [], "drain": False}
+    assert 0.9 <= time.monotonic() - start < 3.0
