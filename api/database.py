@@ -23,7 +23,7 @@ class Base(DeclarativeBase):
     """Base of every model: timezone-aware timestamps, JSONB dicts, bigint ids."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
         dt.datetime: DateTime(timezone=True),
         dict[str, Any]: JSONB,
         int: BigInteger,

@@ -61,4 +61,4 @@ def job_type_names() -> list[str]:
 
 
 # Built-in types register themselves on import.
-from jobtypes import builtin  # noqa: E402,F401
+from jobtypes import builtin  # noqa: F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from api.jobs.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from jobtypes import JobStatus, get_job_type, job_type_names

@@ -57,8 +57,8 @@ def test_sigkilled_workers_job_is_rescued_then_times_out(fleet: Fleet):
     # Attempts 2 and 3 die the same way; then the job is TIMED_OUT, not retried forever.
     for attempt in (2, 3):
         worker = fleet.start_worker()
-        wait_for(lambda: fleet.job(job["id"])["attempt"] == attempt and _holder_pid(fleet, job["id"]) == worker.pid,
-                 timeout=20, what=f"attempt {attempt} to start")
+        wait_for(lambda n=attempt, pid=worker.pid: fleet.job(job["id"])["attempt"] == n
+                 and _holder_pid(fleet, job["id"]) == pid, timeout=20, what=f"attempt {attempt} to start")
         worker.send_signal(signal.SIGKILL)
     wait_for(lambda: fleet.job(job["id"])["status"] == "TIMED_OUT", timeout=10, what="the job to time out")
 
