@@ -96,7 +96,8 @@ STALL_TIMEOUT_S = 60.0
 CLAIM_WAIT_S = "5"
 CLAIM_LIMIT = 10
 CLAIM_LEASE_S = 30.0
-CLAIM_WARMUP = 20
+CLAIM_WARMUP = 12
+CLAIM_MIN_SAMPLES = 20
 HTTP_TIMEOUT_S = 60.0
 
 T = TypeVar("T")
@@ -126,7 +127,7 @@ KNOBS = (
     Knob("batch_size", 1000, 500, "jobs per batch request (enqueue, throughput set-up)"),
     Knob("batch_clients", 2, 2, "client threads for batch requests"),
     Knob("workers", 4, 4, "worker processes (throughput, latency)"),
-    Knob("single_jobs", 5000, 1000, "jobs for the claim-batch-1 throughput run"),
+    Knob("single_jobs", 5000, 400, "jobs for the claim-batch-1 throughput run"),
     Knob("batched_jobs", 50000, 5000, "jobs for the batched throughput run"),
     Knob("batched_concurrency", 100, 100, "worker concurrency in the batched throughput run"),
     Knob("batched_claim_batch", 100, 100, "claim batch in the batched throughput run"),
@@ -134,7 +135,8 @@ KNOBS = (
     Knob("latency_gap_min_ms", 20, 20, "shortest pause between latency submissions"),
     Knob("latency_gap_max_ms", 50, 50, "longest pause between latency submissions"),
     Knob("claim_sizes", "10000,1000000", "10000,100000", "pending queue sizes, comma-separated (claim)"),
-    Knob("claim_repeats", 200, 100, "timed claims per queue size (claim)"),
+    Knob("claim_repeats", 200, 50, "timed claims per queue size, at most (claim)"),
+    Knob("claim_budget_s", 60.0, 15.0, "seconds of claiming per queue size, at most (claim)"),
 )
 
 
@@ -160,6 +162,7 @@ class Options:
     latency_gap_max_ms: int
     claim_sizes: tuple[int, ...]
     claim_repeats: int
+    claim_budget_s: float
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,8 +111,8 @@ SORTABLE = ("created_at", "updated_at", "priority", "id")
 
 
 class JobListArgs(Schema):
-    page = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1))
-    limit = fields.Integer(strict=True, load_default=20, validate=validate.Range(min=1, max=100))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in JobStatus]))
     type = JobTypeField(load_default=None)
     sort = fields.String(
