@@ -19,7 +19,7 @@ from api.envelope import error_response
 from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
-from api.maintenance.runner import MaintenanceRunner
+from api.maintenance.runner import MaintenanceRunner, Service
 from api.queue.notify import Listener, WakeHub
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> Flask:
 
     if settings.background:
         context.listener.ensure_started()
-        services = [
+        services: list[Service] = [
             Rescuer(engine, RescuerConfig(interval_s=settings.rescue_interval_s)),
             Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days)),
         ]

@@ -74,7 +74,7 @@ from typing import IO, Any, TypeVar
 
 import psycopg
 import requests
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, TextClause, text
 
 from api.database import libpq_url, make_engine
 from api.launcher import LaunchConfig, prepare
@@ -648,6 +648,14 @@ _THROUGHPUT_SQL = """
 """
 
 
+# One claim is one transaction, so its assignments share ``created_at`` (now()); the same
+# holds for the results one report stored. How many jobs each round trip carried:
+_ROUND_TRIPS_SQL = """
+    SELECT (SELECT count(*) FROM (SELECT 1 FROM job_assignments GROUP BY worker_id, created_at) c),
+           (SELECT count(*) FROM (SELECT 1 FROM job_results GROUP BY created_at) r)
+"""
+
+
 @dataclass(frozen=True)
 class ThroughputRun:
     """One throughput configuration."""
@@ -695,19 +703,23 @@ def throughput_run(fleet: Fleet, opts: Options, run: ThroughputRun) -> tuple[lis
     row = fleet.sql().one(_THROUGHPUT_SQL)
     assert row is not None
     total, succeeded, retried, span_s, steady_jobs, steady_s = row
+    claims, reports = fleet.sql().one(_ROUND_TRIPS_SQL) or (0, 0)
     rate = total / float(span_s)
     steady = steady_jobs / float(steady_s) if steady_s and steady_s > 0 and steady_jobs else None
     figures = [figure("throughput", f"end to end, {run.label}", rate, "jobs/s", run.target,
                       workers=opts.workers, jobs=total, succeeded=succeeded, retried=retried,
                       first_claim_to_last_finish_s=float(span_s), wall_from_spawn_s=wall,
-                      steady_jobs_per_s=steady, steady_jobs=steady_jobs)]
+                      steady_jobs_per_s=steady, steady_jobs=steady_jobs, claims=claims, reports=reports)]
     notes = [f"{run.label}: {total:,} jobs in {float(span_s):.2f} s (first claim → last finish); "
              f"{wall:.2f} s from spawning the workers"
              + (f"; steady (all {opts.workers} registered): {steady:,.0f} jobs/s over {steady_jobs:,} jobs"
                 if steady else "")]
+    notes.append(f"{run.label}: {claims:,} claims carried {total / max(claims, 1):.1f} jobs each on average, "
+                 f"{reports:,} result reports {total / max(reports, 1):.1f}")
     if succeeded != total or retried:
         notes.append(f"WARNING: {succeeded:,} of {total:,} succeeded, {retried} needed a retry")
-    return figures, notes, {"jobs": total, "span_s": float(span_s), "wall_s": wall, "steady": steady}
+    return figures, notes, {"jobs": total, "span_s": float(span_s), "wall_s": wall, "steady": steady,
+                            "claims": claims, "reports": reports}
 
 
 # -- scenario: latency -------------------------------------------------------------------
@@ -725,7 +737,7 @@ def bench_latency(fleet: Fleet, opts: Options) -> ScenarioResult:
         first_id = int(fleet.sql().value("SELECT coalesce(max(id), 0) + 1 FROM jobs"))
         say(f"  {opts.latency_jobs} jobs, one at a time, {opts.latency_gap_min_ms}–{opts.latency_gap_max_ms} ms apart, "
             f"{opts.workers} idle workers …")
-        submit_spaced(api, "lat", opts.latency_jobs, opts)
+        submit_ms = submit_spaced(api, "lat", opts.latency_jobs, opts)
         wait_drained(fleet.sql(), procs, "latency")
     finally:
         api.close()
@@ -744,15 +756,20 @@ def bench_latency(fleet: Fleet, opts: Options) -> ScenarioResult:
         figure("latency", "pickup p99", percentile(ms, 99), "ms", Target("<=", 20)),
     ]
     result.notes.append(f"min {min(ms):.2f} ms, mean {statistics.fmean(ms):.2f} ms, max {max(ms):.2f} ms "
-                        f"over {len(ms)} jobs")
+                        f"over {len(ms)} jobs; the submit request itself took p50 {percentile(submit_ms, 50):.1f} ms "
+                        "on the client")
     return result
 
 
-def submit_spaced(api: Api, prefix: str, count: int, opts: Options) -> None:
-    """Submit ``count`` noop jobs one request at a time with a random pause after each."""
+def submit_spaced(api: Api, prefix: str, count: int, opts: Options) -> list[float]:
+    """Submit ``count`` noop jobs one request at a time with a random pause after each; ms per request."""
+    request_ms = []
     for body in noop_jobs(prefix, count):
+        started = time.perf_counter()
         api.post("/api/jobs", body)
+        request_ms.append((time.perf_counter() - started) * 1000)
         time.sleep(random.uniform(opts.latency_gap_min_ms, opts.latency_gap_max_ms) / 1000)
+    return request_ms
 
 
 # -- scenario: rescue --------------------------------------------------------------------
@@ -842,6 +859,11 @@ _BENCH_WORKER = """
 """
 
 
+#: What-if: the same claim with an equality on ``type`` (one type), which the index can
+#: serve in ``ORDER BY priority, run_after, id`` order and stop after LIMIT rows.
+_CLAIM_ONE_TYPE = text(_CLAIM.text.replace("type = ANY(CAST(:types AS text[]))", "type = (CAST(:types AS text[]))[1]"))
+
+
 def bench_claim(fleet: Fleet, opts: Options) -> ScenarioResult:
     """Claim time with a small and a large pending queue, and the claim's plan at the largest."""
     result = ScenarioResult()
@@ -850,32 +872,48 @@ def bench_claim(fleet: Fleet, opts: Options) -> ScenarioResult:
     try:
         for size in opts.claim_sizes:
             worker_id = fill_queue(fleet, size)
-            say(f"  timing {opts.claim_repeats} claims of {CLAIM_LIMIT} with {size:,} pending …")
-            ms = [s * 1000 for s in time_claims(engine, worker_id, opts.claim_repeats)]
-            medians[size] = statistics.median(ms)
-            label = _count_label(size)
-            result.figures += [
-                figure("claim", f"claim {CLAIM_LIMIT} at {label} pending, median", medians[size], "ms", pending=size),
-                figure("claim", f"claim {CLAIM_LIMIT} at {label} pending, p95", percentile(ms, 95), "ms", pending=size),
-            ]
-            result.data[str(size)] = {"median_ms": medians[size], "p95_ms": percentile(ms, 95), "samples_ms": ms}
+            medians[size] = claim_at_size(engine, worker_id, size, opts, result)
             if size == max(opts.claim_sizes):
-                plan = explain_claim(engine, worker_id)
-                result.data["plan"] = plan
-                uses = any("ix_jobs_claimable" in line for line in plan)
-                result.notes.append(f"EXPLAIN (ANALYZE, BUFFERS) of the claim at {label} pending "
-                                    f"(uses ix_jobs_claimable: {'yes' if uses else 'NO'}):")
-                result.notes += [f"    {line}" for line in plan]
+                result.notes += plan_notes(engine, worker_id, size, result)
         small, large = min(opts.claim_sizes), max(opts.claim_sizes)
         if small != large:
             result.figures.append(figure(
-                "claim", f"claim({_count_label(large)}) / claim({_count_label(small)})", medians[large] / medians[small],
-                "×", Target("<=", 1.5),
+                "claim", f"claim({_count_label(large)}) / claim({_count_label(small)}), medians",
+                medians[large] / medians[small], "×", Target("<=", 1.5),
             ))
     finally:
         engine.dispose()
         fleet.reset()  # gives back the disk the big queue took
     return result
+
+
+def claim_at_size(engine: Engine, worker_id: int, size: int, opts: Options, result: ScenarioResult) -> float:
+    """Time ``claim_jobs`` with ``size`` pending jobs, plus the one-type what-if; the median in ms."""
+    label = _count_label(size)
+    say(f"  timing up to {opts.claim_repeats} claims of {CLAIM_LIMIT} (≤ {opts.claim_budget_s:.0f} s) "
+        f"with {size:,} pending …")
+    ms = [x * 1000 for x in time_claims(engine, worker_id, opts.claim_repeats, opts.claim_budget_s)]
+    what_if = [x * 1000 for x in time_claims(engine, worker_id, min(50, opts.claim_repeats), 10.0, _CLAIM_ONE_TYPE)]
+    median = statistics.median(ms)
+    result.figures += [
+        figure("claim", f"claim {CLAIM_LIMIT} at {label} pending, median", median, "ms", pending=size, samples=len(ms)),
+        figure("claim", f"claim {CLAIM_LIMIT} at {label} pending, p95", percentile(ms, 95), "ms", pending=size),
+    ]
+    result.notes.append(f"at {label}: {len(ms)} claims; what-if `type = <one type>` instead of "
+                        f"`type = ANY(...)`: median {statistics.median(what_if):.2f} ms")
+    result.data[str(size)] = {"median_ms": median, "p95_ms": percentile(ms, 95), "samples_ms": ms,
+                              "one_type_what_if_median_ms": statistics.median(what_if)}
+    return median
+
+
+def plan_notes(engine: Engine, worker_id: int, size: int, result: ScenarioResult) -> list[str]:
+    """The claim's EXPLAIN (ANALYZE, BUFFERS) as lines to print, saying whether it uses the claim index."""
+    plan = explain_claim(engine, worker_id)
+    result.data["plan"] = plan
+    uses = any("ix_jobs_claimable" in line for line in plan)
+    header = (f"EXPLAIN (ANALYZE, BUFFERS) of the claim at {_count_label(size)} pending "
+              f"(uses ix_jobs_claimable: {'yes' if uses else 'NO'}):")
+    return [header] + [f"    {line}" for line in plan]
 
 
 def fill_queue(fleet: Fleet, size: int) -> int:
@@ -890,22 +928,34 @@ def fill_queue(fleet: Fleet, size: int) -> int:
     return int(db.value(_BENCH_WORKER, (fleet.admin_id(),)))
 
 
-def time_claims(engine: Engine, worker_id: int, repeats: int) -> list[float]:
-    """Seconds per ``claim_jobs`` call, each in a rolled-back transaction, after a warm-up."""
+def time_claims(engine: Engine, worker_id: int, repeats: int, budget_s: float,
+                statement: TextClause | None = None) -> list[float]:
+    """Seconds per claim, each in a rolled-back transaction, after CLAIM_WARMUP untimed ones.
+
+    ``statement`` None: ``api.queue.leases.claim_jobs`` itself; otherwise that statement with
+    the same parameters. Stops early once ``budget_s`` is spent (with CLAIM_MIN_SAMPLES taken).
+    """
+    params = {"types": ["noop"], "limit": CLAIM_LIMIT, "worker_id": worker_id, "lease_s": CLAIM_LEASE_S}
     timings: list[float] = []
+    deadline = time.monotonic() + budget_s
     with engine.connect() as conn:
         for i in range(CLAIM_WARMUP + repeats):
             trans = conn.begin()
             try:
                 started = time.perf_counter()
-                claimed = claim_jobs(conn, worker_id, ["noop"], CLAIM_LIMIT, CLAIM_LEASE_S)
+                if statement is None:
+                    claimed = len(claim_jobs(conn, worker_id, ["noop"], CLAIM_LIMIT, CLAIM_LEASE_S))
+                else:
+                    claimed = len(conn.execute(statement, params).all())
                 elapsed = time.perf_counter() - started
             finally:
                 trans.rollback()
-            if len(claimed) != CLAIM_LIMIT:
-                raise BenchError(f"claimed {len(claimed)} jobs, expected {CLAIM_LIMIT}")
+            if claimed != CLAIM_LIMIT:
+                raise BenchError(f"claimed {claimed} jobs, expected {CLAIM_LIMIT}")
             if i >= CLAIM_WARMUP:
                 timings.append(elapsed)
+            if len(timings) >= CLAIM_MIN_SAMPLES and time.monotonic() > deadline:
+                break
     return timings
 
 

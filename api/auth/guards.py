@@ -19,7 +19,7 @@ from api.errors import Forbidden, Unauthorized
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Marker read by the OpenAPI spec: endpoints behind a role need a bearer token.
-BEARER = [{"bearerAuth": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @dataclass(frozen=True)

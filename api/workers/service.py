@@ -65,14 +65,18 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
     c.listener.ensure_started()
     limit = min(max_jobs, settings.max_claim_batch)
     deadline = time.monotonic() + min(wait_s, settings.max_claim_wait_s)
-    with c.transaction() as conn:
-        worker = touch_worker(conn, worker_id, user_id)
-    claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
-    if worker.draining or not claim_types:
-        return [], worker.draining
+    claim_types: list[str] = []
+    first = True
     while True:
-        seen = c.hub.snapshot(claim_types)
         with c.transaction() as conn:
+            if first:
+                # The first pass also records that the worker is alive, in the same commit.
+                worker = touch_worker(conn, worker_id, user_id)
+                claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
+                if worker.draining or not claim_types:
+                    return [], worker.draining
+                first = False
+            seen = c.hub.snapshot(claim_types)
             jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
             remaining = deadline - time.monotonic()
             due_at = next_due_at(conn, claim_types) if not jobs and remaining > 0 else None
