@@ -44,8 +44,11 @@ def _new_job(body: dict[str, Any]) -> NewJob:
 
 
 def _submit(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    with ctx().transaction() as conn:
+    c = ctx()
+    with c.transaction() as conn:
         submitted = enqueue_jobs(conn, caller().user_id, [_new_job(b) for b in bodies])
+    # Read back after the commit: the NOTIFY goes out, and workers start, sooner.
+    with c.transaction() as conn:
         jobs = service.get_jobs(conn, [s.job_id for s in submitted])
     return [jobs[s.job_id] | {"request_id": s.request_id, "origin": s.origin} for s in submitted]
 

@@ -55,11 +55,18 @@ class ClaimedJob:
 
 _CLAIM = text("""
     WITH picked AS (
-        SELECT id FROM jobs
-        WHERE status = 'PENDING' AND type = ANY(CAST(:types AS text[])) AND run_after <= now()
-        ORDER BY priority, run_after, id
+        -- One ordered probe of ix_jobs_claimable per type (a plain `type = ANY(...)` makes the
+        -- planner sort every pending row), merged and cut to the limit.
+        SELECT first.id FROM unnest(CAST(:types AS text[])) AS t(type)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, run_after FROM jobs
+            WHERE status = 'PENDING' AND jobs.type = t.type AND run_after <= now()
+            ORDER BY priority, run_after, id
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) AS first
+        ORDER BY first.priority, first.run_after, first.id
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE jobs j
         SET status = 'IN_PROGRESS', attempt = j.attempt + 1, started_at = now(), updated_at = now()
@@ -81,6 +88,8 @@ def claim_jobs(conn: Connection, worker_id: int, types: list[str], limit: int, l
 
     ``FOR UPDATE SKIP LOCKED`` lets concurrent claimers pass each other's rows instead of
     queueing behind them; each claimed job gets one assignment (lease) for its new attempt.
+    With several types, up to ``limit`` rows per type are locked and the surplus is
+    released (still PENDING) at commit: a concurrent claimer may skip them meanwhile.
     """
     rows = conn.execute(
         _CLAIM, {"types": types, "limit": limit, "worker_id": worker_id, "lease_s": lease_s}
