@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from flask import current_app
+from psycopg.errors import TransactionRollback
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -33,6 +34,10 @@ class AppContext:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
+            # A deadlock or serialization failure: nothing was written; the client may retry.
+            if isinstance(exc.orig, TransactionRollback):
+                raise ServiceUnavailable(
+                    "the database rolled this request back (concurrent update); retry") from exc
             raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:

@@ -49,11 +49,15 @@ def libpq_url(url: str) -> str:
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
-    """An engine with a bounded pool; connections are checked before reuse."""
+    """An engine with a bounded pool.
+
+    No pre-ping (it costs a round trip per transaction): a connection found dead raises
+    OperationalError, which the request turns into a 503, and SQLAlchemy then replaces
+    every pooled connection of that generation.
+    """
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
@@ -25,7 +24,8 @@ from worker.handlers import HANDLERS, Cancelled, JobContext, PermanentError
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 30.0
-FLUSH_WAIT_S = 0.05
+#: How long a finished job's report waits for the next claim to carry it before it is sent alone.
+REPORT_DELAY_S = 0.05
 
 
 class Worker:
@@ -41,7 +41,10 @@ class Worker:
         self._lock = threading.Lock()
         self._busy = 0
         self._slot_freed = threading.Event()
-        self._reports: queue.Queue[dict[str, Any]] = queue.Queue()
+        # Finished attempts waiting to be reported; the next claim usually carries them.
+        self._outbox: list[dict[str, Any]] = []
+        self._outbox_ready = threading.Event()
+        self._reports_in_flight = 0
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="job")
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -68,23 +71,30 @@ class Worker:
         for t in threads:
             t.start()
         idle_since = time.monotonic()
+        # Claim when at least half the batch is free (or nothing runs), so claims stay full.
+        min_free = max(1, min(self.settings.claim_batch, self.settings.concurrency) // 2)
         while not (self.stopping.is_set() or self.draining.is_set()):
             free = self.settings.concurrency - self._busy
-            if free <= 0:
+            if free <= 0 or (free < min_free and self._busy):
                 self._slot_freed.wait(1.0)
                 self._slot_freed.clear()
                 continue
+            results = self._take_reports()
             try:
                 data = self.client.post(
                     f"/api/workers/{self.worker_id}/claim",
-                    {"max_jobs": min(free, self.settings.claim_batch), "wait_s": self.settings.claim_wait_s},
+                    {"max_jobs": min(free, self.settings.claim_batch), "wait_s": self.settings.claim_wait_s,
+                     "results": results},
                     timeout=self.settings.claim_wait_s + self.settings.http_timeout_s,
                 )
             except ConnectionError:
+                self._return_reports(results)
                 continue
             except ApiRejected as exc:
+                self._return_reports(results)
                 log.error("claim rejected: %s; stopping", exc)
                 break
+            self._settle(results, data["results"])
             if data["drain"]:
                 self.draining.set()
             for job in data["jobs"]:
@@ -112,7 +122,7 @@ class Worker:
                                  {"jobs": [{"job_id": j, "attempt": a} for j, a in unfinished]}, retry_for_s=10)
             except (ConnectionError, ApiRejected):
                 log.warning("could not release %s; their leases will lapse", unfinished)
-        self._reports.join()
+        self._flush_reports()
         try:
             self.client.post(f"/api/workers/{self.worker_id}/deregister", {}, retry_for_s=5)
         except (ConnectionError, ApiRejected):
@@ -146,24 +156,59 @@ class Worker:
             with self._lock:
                 self._busy -= 1
             self._slot_freed.set()
-        self._reports.put(report)
+        with self._lock:
+            self._outbox.append(report)
+            self._outbox_ready.set()
 
     # -- side loops --------------------------------------------------------------------
 
+    def _take_reports(self) -> list[dict[str, Any]]:
+        with self._lock:
+            batch = self._outbox[: self.settings.result_batch]
+            del self._outbox[: len(batch)]
+            if not self._outbox:
+                self._outbox_ready.clear()
+            self._reports_in_flight += len(batch)
+        return batch
+
+    def _return_reports(self, batch: list[dict[str, Any]]) -> None:
+        """A request carrying ``batch`` failed: put it back to be sent again."""
+        with self._lock:
+            self._outbox[:0] = batch
+            self._reports_in_flight -= len(batch)
+            if self._outbox:
+                self._outbox_ready.set()
+
+    def _settle(self, batch: list[dict[str, Any]], outcomes: list[dict[str, Any]]) -> None:
+        """The API answered for ``batch``: accepted or stale, these attempts are done."""
+        for outcome in outcomes:
+            if not outcome.get("accepted"):
+                log.warning("result for job %s attempt %s was stale; dropped", outcome["job_id"], outcome["attempt"])
+        with self._lock:
+            for report in batch:
+                self._leases.pop((report["job_id"], report["attempt"]), None)
+            self._reports_in_flight -= len(batch)
+
     def _report_loop(self) -> None:
+        """Send reports the claim loop has not carried within REPORT_DELAY_S (it is long-polling)."""
         while True:
-            batch = [self._reports.get()]
-            time.sleep(0)  # let finishing siblings join the batch
-            while len(batch) < self.settings.result_batch:
-                try:
-                    batch.append(self._reports.get_nowait())
-                except queue.Empty:
-                    break
-            try:
+            self._outbox_ready.wait()
+            time.sleep(REPORT_DELAY_S)
+            batch = self._take_reports()
+            if batch:
                 self._send_reports(batch)
-            finally:
-                for _ in batch:
-                    self._reports.task_done()
+
+    def _flush_reports(self) -> None:
+        """At shutdown: send everything still waiting."""
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline:
+            batch = self._take_reports()
+            if batch:
+                self._send_reports(batch)
+            elif not self._reports_in_flight:
+                return
+            else:
+                time.sleep(0.05)
 
     def _send_reports(self, batch: list[dict[str, Any]]) -> None:
         try:
@@ -175,14 +220,9 @@ class Worker:
                 log.error("results rejected: %s", exc)
             outcomes = exc.details.get("results", [])
         except ConnectionError:
-            log.error("could not report %d results; their leases will lapse", len(batch))
-            outcomes = []
-        for outcome in outcomes:
-            if not outcome.get("accepted"):
-                log.warning("result for job %s attempt %s was stale; dropped", outcome["job_id"], outcome["attempt"])
-        with self._lock:
-            for report in batch:
-                self._leases.pop((report["job_id"], report["attempt"]), None)
+            self._return_reports(batch)
+            return
+        self._settle(batch, outcomes)
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_interval_s) or self._leases:
@@ -198,7 +238,8 @@ class Worker:
                 self.draining.set()
             for stop in data["stop"]:
                 ctx = self._leases.get((stop["job_id"], stop["attempt"]))
-                if ctx is not None:
+                # A finished attempt shows as "lost" once its report landed: nothing to stop.
+                if ctx is not None and not ctx.finished:
                     log.info("stopping job %s attempt %s (%s)", stop["job_id"], stop["attempt"], stop["reason"])
                     ctx.cancel_event.set()
             if self.stopping.is_set() and not self._leases:

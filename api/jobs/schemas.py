@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate
@@ -20,6 +21,14 @@ class JobTypeField(fields.String):
         if get_job_type(name) is None:
             raise ValidationError(f"unknown job type {name!r}; known types: {', '.join(job_type_names())}")
         return name
+
+
+@cache
+def input_schema(job_type: str) -> Schema:
+    """One instance per job type: building a schema costs more than loading with it."""
+    found = get_job_type(job_type)
+    assert found is not None  # JobTypeField checked it
+    return found.input_schema()
 
 
 class JobCreateSchema(Schema):
@@ -46,10 +55,8 @@ class JobCreateSchema(Schema):
     @post_load
     def validate_input(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         """Load ``input_payload`` with its type's schema (defaults filled in, unknown keys refused)."""
-        job_type = get_job_type(data["type"])
-        assert job_type is not None  # JobTypeField checked it
         try:
-            data["input_payload"] = job_type.input_schema().load(data["input_payload"])
+            data["input_payload"] = input_schema(data["type"]).load(data["input_payload"])
         except ValidationError as err:
             raise ValidationError({"input_payload": err.messages}) from err
         return data

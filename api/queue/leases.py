@@ -127,14 +127,23 @@ class Liveness:
     lease_expires_at: dt.datetime | None
 
 
+# Row locks are taken in assignment id order here and in _REPORT, so a heartbeat and a
+# report of the same worker, running at once, cannot deadlock.
 _EXTEND = text("""
+    WITH live AS (
+        SELECT a.id, j.cancel_requested
+        FROM job_assignments a
+        JOIN unnest(CAST(:job_ids AS bigint[]), CAST(:attempts AS int[])) AS mine(job_id, attempt)
+             ON a.job_id = mine.job_id AND a.attempt = mine.attempt
+        JOIN jobs j ON j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
+        WHERE a.worker_id = :worker_id AND a.completed_at IS NULL
+        ORDER BY a.id
+        FOR UPDATE OF a
+    )
     UPDATE job_assignments a
     SET expires_at = now() + make_interval(secs => :lease_s), heartbeat_at = now()
-    FROM jobs j, unnest(CAST(:job_ids AS bigint[]), CAST(:attempts AS int[])) AS mine(job_id, attempt)
-    WHERE a.worker_id = :worker_id AND a.completed_at IS NULL
-      AND a.job_id = mine.job_id AND a.attempt = mine.attempt
-      AND j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
-    RETURNING a.job_id, a.attempt, j.cancel_requested, a.expires_at
+    FROM live WHERE a.id = live.id
+    RETURNING a.job_id, a.attempt, live.cancel_requested, a.expires_at
 """)
 
 _SET_PROGRESS = text("""
@@ -216,6 +225,7 @@ _REPORT = text(f"""
              AND a.worker_id = :worker_id AND a.completed_at IS NULL
         JOIN jobs j ON j.id = r.job_id AND j.attempt = r.attempt AND j.status = 'IN_PROGRESS'
         {_POLICY_JOIN}
+        ORDER BY a.id
         FOR UPDATE OF a, j
     ), finished_jobs AS (
         UPDATE jobs j SET

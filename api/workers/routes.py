@@ -13,7 +13,7 @@ from api.auth.schemas import EmptySchema
 from api.context import ctx
 from api.envelope import envelope, ok
 from api.errors import StaleAttempt
-from api.queue.leases import Report, extend_leases, release_attempts, report_attempts
+from api.queue.leases import extend_leases, release_attempts, report_attempts
 from api.workers import service
 from api.workers.schemas import (
     ClaimResponseSchema,
@@ -59,11 +59,16 @@ class Claim(MethodView):
     @blp.alt_response(409, description="The worker was stopped or declared lost.")
     @blp.doc(security=BEARER)
     def post(self, body: dict[str, Any], worker_id: int) -> dict[str, Any]:
-        """Claim up to ``max_jobs`` jobs, long-polling up to ``wait_s`` seconds when there are none."""
-        jobs, drain = service.long_poll_claim(
-            ctx(), worker_id, caller().user_id, body["job_types"], body["max_jobs"], body["wait_s"]
+        """Claim up to ``max_jobs`` jobs, long-polling up to ``wait_s`` seconds when there are none.
+
+        ``results`` (optional) reports finished attempts first, in the same transaction, as
+        ``/results`` would; their outcomes come back in ``results``."""
+        answer = service.long_poll_claim(
+            ctx(), worker_id, caller().user_id, body["job_types"], body["max_jobs"], body["wait_s"],
+            service.reports_from(body["results"]),
         )
-        return ok({"jobs": [service.claimed_view(j) for j in jobs], "drain": drain})
+        return ok({"jobs": [service.claimed_view(j) for j in answer.jobs], "drain": answer.drain,
+                   "results": [service.outcome_view(o) for o in answer.reported]})
 
 
 @blp.route("/<int:worker_id>/heartbeat")
@@ -78,7 +83,7 @@ class Heartbeat(MethodView):
         running = [(j["job_id"], j["attempt"]) for j in body["jobs"]]
         progress = {(j["job_id"], j["attempt"]): j["progress"] for j in body["jobs"] if j["progress"]}
         with c.transaction() as conn:
-            worker = service.touch_worker(conn, worker_id, caller().user_id)
+            worker = service.touch_worker(conn, worker_id, caller().user_id, heartbeat=True)
             live = extend_leases(conn, worker_id, running, c.settings.lease_s, progress)
         return ok({
             "stop": [{"job_id": j, "attempt": a, "reason": r} for j, a, r in live.stop],
@@ -97,29 +102,13 @@ class Results(MethodView):
     def post(self, body: dict[str, Any], worker_id: int) -> dict[str, Any]:
         """Report finished attempts. A report for an attempt that is no longer current
         changes nothing and comes back ``accepted: false``; if none was accepted, 409."""
-        reports = [
-            Report(
-                job_id=r["job_id"], attempt=r["attempt"], outcome=r["status"],
-                result_payload=r["result_payload"], storage_uri=r["storage_uri"], files=r["files"],
-                error=None if r["error"] is None else {"code": r["error"]["code"], "message": r["error"]["message"]},
-                permanent=bool(r["error"] and r["error"]["permanent"]),
-            )
-            for r in body["results"]
-        ]
         with ctx().transaction() as conn:
             service.touch_worker(conn, worker_id, caller().user_id)
-            outcomes = report_attempts(conn, worker_id, reports)
-        views = [_outcome_view(o.job_id, o.attempt, o.accepted, o.status) for o in outcomes]
+            outcomes = report_attempts(conn, worker_id, service.reports_from(body["results"]))
+        views = [service.outcome_view(o) for o in outcomes]
         if not any(o.accepted for o in outcomes):
             raise StaleAttempt(details={"results": views})
         return ok({"results": views})
-
-
-def _outcome_view(job_id: int, attempt: int, accepted: bool, status: str | None) -> dict[str, Any]:
-    view: dict[str, Any] = {"job_id": job_id, "attempt": attempt, "accepted": accepted, "status": status}
-    if not accepted:
-        view["error"] = {"code": StaleAttempt.code, "message": (StaleAttempt.__doc__ or "").strip()}
-    return view
 
 
 @blp.route("/<int:worker_id>/release")

@@ -33,15 +33,6 @@ class WorkerSchema(Schema):
     max_claim_wait_s = fields.Float(required=True)
 
 
-class ClaimSchema(Schema):
-    max_jobs = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1, max=MAX_BATCH),
-                              metadata={"description": "How many free slots the worker has."})
-    wait_s = fields.Float(load_default=0.0, validate=validate.Range(min=0.0, max=60.0),
-                          metadata={"description": "Long poll: wait up to this long for work."})
-    job_types = fields.List(JobTypeField(), load_default=None, allow_none=True,
-                            metadata={"description": "A subset of the registered types (default: all)."})
-
-
 class ClaimedJobSchema(Schema):
     job_id = fields.Integer(required=True)
     assignment_id = fields.Integer(required=True)
@@ -51,11 +42,6 @@ class ClaimedJobSchema(Schema):
     input_payload = fields.Dict(required=True)
     lease_expires_at = fields.DateTime(required=True)
     timeout_s = fields.Float(required=True)
-
-
-class ClaimResponseSchema(Schema):
-    jobs = fields.List(fields.Nested(ClaimedJobSchema), required=True)
-    drain = fields.Boolean(required=True, metadata={"description": "Stop claiming and exit when idle."})
 
 
 class RunningJobSchema(Schema):
@@ -131,3 +117,21 @@ class ResultsResponseSchema(Schema):
 
 class ReleasedSchema(Schema):
     released = fields.List(fields.Integer(), required=True)
+
+
+class ClaimSchema(Schema):
+    max_jobs = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1, max=MAX_BATCH),
+                              metadata={"description": "How many free slots the worker has."})
+    wait_s = fields.Float(load_default=0.0, validate=validate.Range(min=0.0, max=60.0),
+                          metadata={"description": "Long poll: wait up to this long for work."})
+    job_types = fields.List(JobTypeField(), load_default=None, allow_none=True,
+                            metadata={"description": "A subset of the registered types (default: all)."})
+    results = fields.List(fields.Nested(ReportSchema), load_default=list, validate=validate.Length(max=MAX_BATCH),
+                          metadata={"description": "Finished attempts to report first (as /results)."})
+
+
+class ClaimResponseSchema(Schema):
+    jobs = fields.List(fields.Nested(ClaimedJobSchema), required=True)
+    drain = fields.Boolean(required=True, metadata={"description": "Stop claiming and exit when idle."})
+    results = fields.List(fields.Nested(lambda: ReportOutcomeSchema()), required=True,
+                          metadata={"description": "Outcomes of the reports sent with the claim."})

@@ -12,8 +12,8 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, text
 
 from api.context import AppContext
-from api.errors import Conflict, NotFound
-from api.queue.leases import ClaimedJob, claim_jobs, next_due_at
+from api.errors import Conflict, NotFound, StaleAttempt
+from api.queue.leases import ClaimedJob, Report, ReportOutcome, claim_jobs, next_due_at, report_attempts
 from jobtypes import CATALOGUE
 
 
@@ -42,10 +42,18 @@ _TOUCH = text("""
     RETURNING id, job_types, draining, stopped_at
 """)
 
+_CHECK = text("""
+    SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
+""")
 
-def touch_worker(conn: Connection, worker_id: int, user_id: int) -> WorkerRow:
-    """Record that the worker is alive; 404 unless it is this service account's, 409 if stopped."""
-    row = conn.execute(_TOUCH, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
+
+def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool = False) -> WorkerRow:
+    """The caller's worker; 404 unless it is this service account's, 409 if it was stopped.
+
+    Only a heartbeat records liveness (a write); claims and reports just read the row, so
+    the hot path does not rewrite the workers table on every request.
+    """
+    row = conn.execute(_TOUCH if heartbeat else _CHECK, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
     if row is None:
         raise NotFound(f"worker {worker_id} not found")
     if row.stopped_at is not None:
@@ -53,35 +61,67 @@ def touch_worker(conn: Connection, worker_id: int, user_id: int) -> WorkerRow:
     return WorkerRow(row.id, list(row.job_types), row.draining)
 
 
-def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str] | None,
-                    max_jobs: int, wait_s: float) -> tuple[list[ClaimedJob], bool]:
-    """Claim up to ``max_jobs``, waiting up to ``wait_s`` for work: (jobs, drain).
+def reports_from(bodies: list[dict[str, Any]]) -> list[Report]:
+    """Validated report bodies → the queue engine's reports."""
+    return [
+        Report(
+            job_id=r["job_id"], attempt=r["attempt"], outcome=r["status"],
+            result_payload=r["result_payload"], storage_uri=r["storage_uri"], files=r["files"],
+            error=None if r["error"] is None else {"code": r["error"]["code"], "message": r["error"]["message"]},
+            permanent=bool(r["error"] and r["error"]["permanent"]),
+        )
+        for r in bodies
+    ]
 
-    No database connection is held while waiting: the request parks on the process's
-    :class:`~api.queue.notify.WakeHub` and claims again when a job of its types arrives,
-    when the earliest scheduled job becomes due, or after a jittered fallback poll.
+
+def outcome_view(outcome: ReportOutcome) -> dict[str, Any]:
+    view: dict[str, Any] = {"job_id": outcome.job_id, "attempt": outcome.attempt, "accepted": outcome.accepted,
+                            "status": outcome.status}
+    if not outcome.accepted:
+        view["error"] = {"code": StaleAttempt.code, "message": (StaleAttempt.__doc__ or "").strip()}
+    return view
+
+
+@dataclass(frozen=True)
+class ClaimAnswer:
+    jobs: list[ClaimedJob]
+    drain: bool
+    reported: list[ReportOutcome]
+
+
+def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str] | None,
+                    max_jobs: int, wait_s: float, reports: list[Report] | None = None) -> ClaimAnswer:
+    """Record ``reports`` (if any), then claim up to ``max_jobs``, waiting up to ``wait_s`` for work.
+
+    The reports and the first claim share one transaction, so a busy worker finishes a job
+    and takes the next in one round trip and one commit. No database connection is held
+    while waiting: the request parks on the process's :class:`~api.queue.notify.WakeHub`
+    and claims again when a job of its types arrives, when the earliest scheduled job
+    becomes due, or after a jittered fallback poll.
     """
     settings = c.settings
     c.listener.ensure_started()
     limit = min(max_jobs, settings.max_claim_batch)
     deadline = time.monotonic() + min(wait_s, settings.max_claim_wait_s)
     claim_types: list[str] = []
+    reported: list[ReportOutcome] = []
     first = True
     while True:
         with c.transaction() as conn:
             if first:
-                # The first pass also records that the worker is alive, in the same commit.
                 worker = touch_worker(conn, worker_id, user_id)
+                if reports:
+                    reported = report_attempts(conn, worker_id, reports)
                 claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
                 if worker.draining or not claim_types:
-                    return [], worker.draining
+                    return ClaimAnswer([], worker.draining, reported)
                 first = False
             seen = c.hub.snapshot(claim_types)
             jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
             remaining = deadline - time.monotonic()
             due_at = next_due_at(conn, claim_types) if not jobs and remaining > 0 else None
         if jobs or remaining <= 0:
-            return jobs, False
+            return ClaimAnswer(jobs, False, reported)
         timeout = min(remaining, settings.claim_poll_fallback_s * random.uniform(0.5, 1.5))
         if due_at is not None:
             until_due = (due_at - dt.datetime.now(dt.UTC)).total_seconds()

@@ -242,3 +242,20 @@ def test_users_see_only_their_jobs(alice, bob, admin):
     assert [j["id"] for j in listed["data"]] == [job["id"]]
     assert listed["meta"]["pagination"] == {
         "page": 1, "per_page": 5, "total": 1, "pages": 1, "has_next": False, "has_prev": False}
+
+
+def test_claim_can_carry_the_previous_results(alice, worker_account, engine):
+    first, second = submit(alice, "noop", {"tag": "1"}), submit(alice, "noop", {"tag": "2"})
+    wid = register(worker_account)
+    (c1,) = claim(worker_account, wid, max_jobs=1)
+    response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1, "results": [
+        {"job_id": c1["job_id"], "attempt": 1, "status": "SUCCEEDED", "result_payload": {"ok": True}},
+        {"job_id": 999, "attempt": 1, "status": "SUCCEEDED"},
+    ]})
+    data = response.json["data"]
+    assert [j["job_id"] for j in data["jobs"]] == [second["id"]]
+    assert [(r["job_id"], r["accepted"]) for r in data["results"]] == [(first["id"], True), (999, False)]
+    assert data["results"][1]["error"]["code"] == "CONFLICT"
+    assert job_row(engine, first["id"])["status"] == "SUCCEEDED"
+    bad = worker_account.post(f"/api/workers/{wid}/claim", {"results": [{"job_id": 1}]})
+    assert bad.status_code == 422 and "results.0.attempt" in bad.json["error"]["details"]["fields"]

@@ -59,5 +59,5 @@ def test_claim_returns_empty_after_wait(worker_account):
     wid = register(worker_account)
     start = time.monotonic()
     response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1, "wait_s": 1.0})
-    assert response.json["data"] == {"jobs": [], "drain": False}
+    assert response.json["data"] == {"jobs": [], "drain": False, "results": []}
     assert 0.9 <= time.monotonic() - start < 3.0
