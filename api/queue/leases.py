@@ -127,24 +127,27 @@ class Liveness:
     lease_expires_at: dt.datetime | None
 
 
-# Row locks are taken in assignment id order here and in _REPORT, so a heartbeat and a
-# report of the same worker, running at once, cannot deadlock.
+# SKIP LOCKED: an assignment locked right now is being completed (a report) or rescued,
+# so there is nothing to extend, and a heartbeat never waits on (or deadlocks with) them.
 _EXTEND = text("""
     WITH live AS (
-        SELECT a.id, j.cancel_requested
+        SELECT a.id, a.job_id, a.attempt, j.cancel_requested
         FROM job_assignments a
         JOIN unnest(CAST(:job_ids AS bigint[]), CAST(:attempts AS int[])) AS mine(job_id, attempt)
              ON a.job_id = mine.job_id AND a.attempt = mine.attempt
         JOIN jobs j ON j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
         WHERE a.worker_id = :worker_id AND a.completed_at IS NULL
-        ORDER BY a.id
-        FOR UPDATE OF a
+    ), extended AS (
+        UPDATE job_assignments a
+        SET expires_at = now() + make_interval(secs => :lease_s), heartbeat_at = now()
+        WHERE a.id IN (SELECT id FROM job_assignments WHERE id IN (SELECT id FROM live)
+                       AND completed_at IS NULL FOR UPDATE SKIP LOCKED)
+        RETURNING a.id, a.expires_at
     )
-    UPDATE job_assignments a
-    SET expires_at = now() + make_interval(secs => :lease_s), heartbeat_at = now()
-    FROM live WHERE a.id = live.id
-    RETURNING a.job_id, a.attempt, live.cancel_requested, a.expires_at
+    SELECT live.job_id, live.attempt, live.cancel_requested, extended.expires_at
+    FROM live LEFT JOIN extended ON extended.id = live.id
 """)
+
 
 _SET_PROGRESS = text("""
     UPDATE jobs j SET progress = p.progress, updated_at = now()
@@ -167,6 +170,7 @@ def extend_leases(conn: Connection, worker_id: int, running: list[tuple[int, int
         "worker_id": worker_id, "lease_s": lease_s,
         "job_ids": [j for j, _ in running], "attempts": [a for _, a in running],
     }).all()
+    # Current attempts are "live" even when this beat skipped one that was locked.
     live = {(job_id, attempt): cancel for job_id, attempt, cancel, _ in rows}
     stop = [(j, a, "cancelled") for (j, a), cancel in live.items() if cancel]
     stop += [(j, a, "lost") for j, a in running if (j, a) not in live]
@@ -177,7 +181,7 @@ def extend_leases(conn: Connection, worker_id: int, running: list[tuple[int, int
                 "job_ids": [j for j, _ in keys], "attempts": [a for _, a in keys],
                 "progress": [Jsonb(progress[k]) for k in keys],
             })
-    expires = max((row[3] for row in rows), default=None)
+    expires = max((row[3] for row in rows if row[3] is not None), default=None)
     return Liveness(extended=sorted(live), stop=sorted(stop), lease_expires_at=expires)
 
 
@@ -206,6 +210,16 @@ class ReportOutcome:
     run_after: dt.datetime | None = None
 
 
+# The next status is decided from the row being updated (`j`), so a cancel that lands
+# between the statement's snapshot and its row lock is still honoured.
+_NEXT_STATUS = """CASE WHEN c.outcome = 'SUCCEEDED' THEN 'SUCCEEDED'
+                   WHEN c.outcome = 'CANCELLED' OR j.cancel_requested THEN 'CANCELLED'
+                   WHEN c.permanent OR j.attempt >= j.max_attempts THEN 'FAILED'
+                   ELSE 'PENDING' END"""
+
+# No explicit row locks: the guards sit in the UPDATE's own WHERE, which PostgreSQL
+# re-checks on the newest row version if it had to wait (a rescuer or a duplicate report
+# got there first), and the assignment and result follow only the jobs actually updated.
 _REPORT = text(f"""
     WITH report AS (
         SELECT * FROM unnest(
@@ -214,34 +228,31 @@ _REPORT = text(f"""
             CAST(:errors AS jsonb[]), CAST(:permanent AS boolean[]))
         AS r(job_id, attempt, outcome, payload, storage_uri, files, error, permanent)
     ), current AS (
-        SELECT a.id AS assignment_id, r.*,
-               CASE WHEN r.outcome = 'SUCCEEDED' THEN 'SUCCEEDED'
-                    WHEN r.outcome = 'CANCELLED' OR j.cancel_requested THEN 'CANCELLED'
-                    WHEN r.permanent OR j.attempt >= j.max_attempts THEN 'FAILED'
-                    ELSE 'PENDING' END AS next_status,
-               {_BACKOFF} AS delay
+        SELECT a.id AS assignment_id, r.*, {_BACKOFF} AS delay
         FROM report r
         JOIN job_assignments a ON a.job_id = r.job_id AND a.attempt = r.attempt
              AND a.worker_id = :worker_id AND a.completed_at IS NULL
         JOIN jobs j ON j.id = r.job_id AND j.attempt = r.attempt AND j.status = 'IN_PROGRESS'
         {_POLICY_JOIN}
-        ORDER BY a.id
-        FOR UPDATE OF a, j
     ), finished_jobs AS (
         UPDATE jobs j SET
-            status = c.next_status,
-            run_after = CASE WHEN c.next_status = 'PENDING' THEN now() + c.delay ELSE j.run_after END,
-            finished_at = CASE WHEN c.next_status = 'PENDING' THEN NULL ELSE now() END,
+            status = {_NEXT_STATUS},
+            run_after = CASE WHEN {_NEXT_STATUS} = 'PENDING' THEN now() + c.delay ELSE j.run_after END,
+            finished_at = CASE WHEN {_NEXT_STATUS} = 'PENDING' THEN NULL ELSE now() END,
             error = CASE WHEN c.outcome = 'FAILED' THEN c.error ELSE NULL END,
             updated_at = now()
-        FROM current c WHERE j.id = c.job_id
+        FROM current c
+        WHERE j.id = c.job_id AND j.attempt = c.attempt AND j.status = 'IN_PROGRESS'
         RETURNING j.id, j.attempt, j.status, j.run_after
     ), finished_assignments AS (
         UPDATE job_assignments a SET completed_at = now(), outcome = c.outcome, storage_uri = c.storage_uri
-        FROM current c WHERE a.id = c.assignment_id
+        FROM current c JOIN finished_jobs f ON f.id = c.job_id
+        WHERE a.id = c.assignment_id
     ), results AS (
         INSERT INTO job_results (job_id, assignment_id, result_payload, storage_uri, files)
-        SELECT job_id, assignment_id, payload, storage_uri, files FROM current WHERE outcome = 'SUCCEEDED'
+        SELECT c.job_id, c.assignment_id, c.payload, c.storage_uri, c.files
+        FROM current c JOIN finished_jobs f ON f.id = c.job_id
+        WHERE c.outcome = 'SUCCEEDED'
     )
     SELECT id, attempt, status, run_after FROM finished_jobs
 """)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 17:33:39.490643
+Create Date: 2026-11-23 18:26:50.703414
 """
 from collections.abc import Sequence
 
@@ -53,7 +53,8 @@ def upgrade() -> None:
     sa.CheckConstraint('attempt >= 0 AND max_attempts >= 1', name=op.f('ck_jobs_attempt_bounds')),
     sa.CheckConstraint('priority BETWEEN 0 AND 9', name=op.f('ck_jobs_priority_range')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_jobs_user_id_users'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs')),
+    postgresql_with={'fillfactor': '80', 'autovacuum_vacuum_scale_factor': '0.02', 'autovacuum_analyze_scale_factor': '0.02', 'autovacuum_vacuum_insert_scale_factor': '0.02'}
     )
     op.create_index('ix_jobs_cached_input', 'jobs', ['type', 'input_hash'], unique=False, postgresql_where=sa.text("status = 'SUCCEEDED'"))
     op.create_index('ix_jobs_claimable', 'jobs', ['type', 'priority', 'run_after', 'id'], unique=False, postgresql_where=sa.text("status = 'PENDING'"))
@@ -108,10 +109,10 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=16), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_job_assignments_job_id_jobs'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['worker_id'], ['workers.id'], name=op.f('fk_job_assignments_worker_id_workers'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_job_assignments'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_job_assignments')),
+    postgresql_with={'fillfactor': '80', 'autovacuum_vacuum_scale_factor': '0.02', 'autovacuum_analyze_scale_factor': '0.02', 'autovacuum_vacuum_insert_scale_factor': '0.02'}
     )
     op.create_index(op.f('ix_job_assignments_job_id_attempt'), 'job_assignments', ['job_id', 'attempt'], unique=True)
-    op.create_index('ix_job_assignments_live_expiry', 'job_assignments', ['expires_at'], unique=False, postgresql_where=sa.text('completed_at IS NULL'))
     op.create_index('ix_job_assignments_live_worker', 'job_assignments', ['worker_id'], unique=False, postgresql_where=sa.text('completed_at IS NULL'))
     op.create_table('job_requests',
     sa.Column('id', sa.BigInteger(), nullable=False),
@@ -151,7 +152,6 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_job_requests_job_id'), table_name='job_requests')
     op.drop_table('job_requests')
     op.drop_index('ix_job_assignments_live_worker', table_name='job_assignments', postgresql_where=sa.text('completed_at IS NULL'))
-    op.drop_index('ix_job_assignments_live_expiry', table_name='job_assignments', postgresql_where=sa.text('completed_at IS NULL'))
     op.drop_index(op.f('ix_job_assignments_job_id_attempt'), table_name='job_assignments')
     op.drop_table('job_assignments')
     op.drop_index('ix_workers_live', table_name='workers', postgresql_where=sa.text('stopped_at IS NULL'))
