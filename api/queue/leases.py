@@ -348,7 +348,7 @@ _RELEASE = text("""
         -- A released attempt did not fail: give it back so it does not count against the job.
         max_attempts = j.max_attempts + 1,
         updated_at = now()
-    FROM released r WHERE j.id = r.job_id
+    FROM released r WHERE j.id = r.job_id AND j.status = 'IN_PROGRESS'
     RETURNING j.id, j.type, j.status
 """)
 
