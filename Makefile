@@ -28,7 +28,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check api worker manager jobtypes tests bench
-	$(VENV)/bin/mypy api worker jobtypes
+	$(VENV)/bin/mypy api worker manager jobtypes bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

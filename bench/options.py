@@ -1,0 +1,62 @@
+"""The resolved command line: each size option with its full-run and ``--quick`` defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A size option: its full-run default and its ``--quick`` default."""
+
+    name: str
+    full: Any
+    quick: Any
+    help: str
+
+
+KNOBS = (
+    Knob("enqueue_jobs", 2000, 200, "jobs submitted one request each (enqueue)"),
+    Knob("enqueue_clients", 4, 4, "client threads for single submissions (enqueue)"),
+    Knob("enqueue_batch_jobs", 20000, 3000, "jobs submitted through the batch endpoint (enqueue)"),
+    Knob("batch_size", 1000, 500, "jobs per batch request (enqueue, throughput set-up)"),
+    Knob("batch_clients", 2, 2, "client threads for batch requests"),
+    Knob("workers", 4, 4, "worker processes (throughput, latency)"),
+    Knob("single_jobs", 5000, 400, "jobs for the claim-batch-1 throughput run"),
+    Knob("batched_jobs", 50000, 5000, "jobs for the batched throughput run"),
+    Knob("batched_concurrency", 100, 100, "worker concurrency in the batched throughput run"),
+    Knob("batched_claim_batch", 100, 100, "claim batch in the batched throughput run"),
+    Knob("latency_jobs", 200, 50, "jobs submitted one at a time (latency)"),
+    Knob("latency_gap_min_ms", 20, 20, "shortest pause between latency submissions"),
+    Knob("latency_gap_max_ms", 50, 50, "longest pause between latency submissions"),
+    Knob("claim_sizes", "10000,1000000", "10000,100000", "pending queue sizes, comma-separated (claim)"),
+    Knob("claim_repeats", 200, 50, "timed claims per queue size, at most (claim)"),
+    Knob("claim_budget_s", 60.0, 15.0, "seconds of claiming per queue size, at most (claim)"),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Resolved command line."""
+
+    quick: bool
+    only: tuple[str, ...]
+    data_dir: Path
+    enqueue_jobs: int
+    enqueue_clients: int
+    enqueue_batch_jobs: int
+    batch_size: int
+    batch_clients: int
+    workers: int
+    single_jobs: int
+    batched_jobs: int
+    batched_concurrency: int
+    batched_claim_batch: int
+    latency_jobs: int
+    latency_gap_min_ms: int
+    latency_gap_max_ms: int
+    claim_sizes: tuple[int, ...]
+    claim_repeats: int
+    claim_budget_s: float
