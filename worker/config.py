@@ -12,6 +12,7 @@ CLAIM_WAIT_S = 20.0
 IDLE_TIMEOUT_S = 0.0  # 0: never exit when idle
 RESULT_BATCH = 500
 HTTP_TIMEOUT_S = 10.0
+STOP_GRACE_S = 30.0
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,8 @@ class WorkerSettings:
     idle_timeout_s: float = IDLE_TIMEOUT_S
     result_batch: int = RESULT_BATCH
     http_timeout_s: float = HTTP_TIMEOUT_S
+    #: On SIGTERM, running jobs get this long to finish before they are released.
+    stop_grace_s: float = STOP_GRACE_S
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
@@ -73,4 +76,5 @@ def load_worker_settings(environ: Mapping[str, str] | None = None) -> WorkerSett
         claim_wait_s=_number(env, "SKYFLEET_WORKER_CLAIM_WAIT_S", CLAIM_WAIT_S),
         idle_timeout_s=_number(env, "SKYFLEET_WORKER_IDLE_TIMEOUT_S", IDLE_TIMEOUT_S),
         result_batch=int(_number(env, "SKYFLEET_WORKER_RESULT_BATCH", RESULT_BATCH, int)) or RESULT_BATCH,
+        stop_grace_s=_number(env, "SKYFLEET_WORKER_STOP_GRACE_S", STOP_GRACE_S),
     )

@@ -23,7 +23,6 @@ from worker.handlers import HANDLERS, Cancelled, JobContext, PermanentError
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 30.0
 #: How long a finished job's report waits for the next claim to carry it before it is sent alone.
 REPORT_DELAY_S = 0.05
 
@@ -33,6 +32,7 @@ class Worker:
         self.settings = settings
         self.stopping = threading.Event()
         self.draining = threading.Event()
+        self._done = threading.Event()
         self.client = ApiClient(settings, self.stopping)
         self.worker_id: int | None = None
         self.heartbeat_interval_s = 2.0
@@ -108,7 +108,7 @@ class Worker:
         return 0
 
     def _shutdown(self) -> None:
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.settings.stop_grace_s
         while self._busy and time.monotonic() < deadline:
             self._slot_freed.wait(0.2)
             self._slot_freed.clear()
@@ -127,6 +127,7 @@ class Worker:
             self.client.post(f"/api/workers/{self.worker_id}/deregister", {}, retry_for_s=5)
         except (ConnectionError, ApiRejected):
             log.warning("could not deregister")
+        self._done.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- executing ---------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Worker:
 
     def _flush_reports(self) -> None:
         """At shutdown: send everything still waiting."""
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.settings.stop_grace_s
         while time.monotonic() < deadline:
             batch = self._take_reports()
             if batch:
@@ -213,7 +214,7 @@ class Worker:
     def _send_reports(self, batch: list[dict[str, Any]]) -> None:
         try:
             data = self.client.post(f"/api/workers/{self.worker_id}/results", {"results": batch},
-                                    retry_for_s=None if not self.stopping.is_set() else STOP_GRACE_S)
+                                    retry_for_s=None if not self.stopping.is_set() else self.settings.stop_grace_s)
             outcomes = data["results"]
         except ApiRejected as exc:
             if exc.status != 409:
@@ -225,7 +226,8 @@ class Worker:
         self._settle(batch, outcomes)
 
     def _heartbeat_loop(self) -> None:
-        while not self.stopping.wait(self.heartbeat_interval_s) or self._leases:
+        # Beats go on through shutdown (running jobs keep their leases) until it is done.
+        while not self._done.wait(self.heartbeat_interval_s):
             with self._lock:
                 running = [{"job_id": j, "attempt": a, "progress": c.progress} for (j, a), c in self._leases.items()]
             try:
@@ -242,8 +244,6 @@ class Worker:
                 if ctx is not None and not ctx.finished:
                     log.info("stopping job %s attempt %s (%s)", stop["job_id"], stop["attempt"], stop["reason"])
                     ctx.cancel_event.set()
-            if self.stopping.is_set() and not self._leases:
-                return
 
 
 def main_loop(settings: WorkerSettings) -> int:

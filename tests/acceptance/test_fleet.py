@@ -90,3 +90,17 @@ def test_cancel_reaches_the_running_handler(fleet: Fleet):
 def test_health(fleet: Fleet):
     body = requests.get(f"{fleet.url}/api/health", timeout=5).json()
     assert body["status"] == "healthy" and body["database"] == "connected"
+
+
+def test_sigterm_releases_jobs_that_outlive_the_grace_period(fleet: Fleet):
+    worker = fleet.start_worker(SKYFLEET_WORKER_STOP_GRACE_S="1")
+    job = fleet.submit("sleep", {"seconds": 120})
+    wait_for(lambda: fleet.job(job["id"])["status"] == "IN_PROGRESS", timeout=15, what="the job to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    released = fleet.job(job["id"])
+    assert released["status"] == "PENDING" and released["max_attempts"] == 4  # not counted as an attempt
+    with fleet.engine.connect() as conn:
+        assert conn.execute(text("SELECT outcome FROM job_assignments")).scalar_one() == "RELEASED"
+    other = fleet.start_worker()
+    wait_for(lambda: _holder_pid(fleet, job["id"]) == other.pid, timeout=15, what="another worker to take it")
