@@ -86,7 +86,7 @@ def prepare(cfg: LaunchConfig) -> tuple[str, str, EmbeddedPostgres | None, list[
             admin_email = cfg.admin_email or "admin@skyfleet.local"
             admin, generated = accounts.ensure_account(conn, admin_email, cfg.admin_password, [Role.ADMIN], "admin")
             if generated:
-                notes.append(f"  admin login: {admin.email} / {generated}   (shown once; change it)")
+                notes.append(f"  admin login: {admin.email} / {generated}   (shown once)")
             elif cfg.admin_password:
                 notes.append(f"  admin login: {admin.email} / (SKYFLEET_ADMIN_PASSWORD)")
             else:
