@@ -113,11 +113,12 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"the API did not become healthy within {READY_TIMEOUT_S:.0f} s")
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every live process, wait up to ``timeout_s`` in all, then SIGKILL what is left."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     for proc in procs:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
@@ -165,7 +166,7 @@ def run(cfg: LaunchConfig) -> int:
         return 0
     finally:
         # Workers first (they release their jobs), then the API, then the database.
-        _stop(list(reversed(procs)))
+        stop_processes(list(reversed(procs)))
         if embedded is not None:
             embedded.stop()
         print("skyfleet stopped.", flush=True)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO
 
 import requests
 
 from api.embedded import EmbeddedPostgres
-from api.launcher import LaunchConfig, prepare
+from api.launcher import LaunchConfig, prepare, stop_processes
 from bench.clients import Api, Db, login
 from bench.errors import BenchError
 from bench.figures import say
@@ -27,7 +25,6 @@ WORKER_EMAIL = "local-worker@service.skyfleet.internal"
 TRUNCATE = "TRUNCATE job_results, job_assignments, job_requests, jobs, workers RESTART IDENTITY CASCADE"
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 CLAIM_WAIT_S = "5"  # the workers' long-poll wait per claim (SKYFLEET_WORKER_CLAIM_WAIT_S)
 
 
@@ -193,17 +190,3 @@ class Fleet:
         for log in self._logs:
             log.close()
         self._logs = []
-
-
-def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every live process, wait up to STOP_TIMEOUT_S in all, then SIGKILL what is left."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from sqlalchemy import Engine
 from api.auth import service as accounts
 from api.auth.models import Role
 from api.database import make_engine
+from api.launcher import stop_processes
 from tests.helpers import wait_for
 
 JWT_SECRET = "acceptance-secret-" + "y" * 40
@@ -101,13 +101,5 @@ def fleet(clean_db: str) -> Iterator[Fleet]:
         fleet = Fleet(url, engine, api, login.json()["data"]["access_token"])
         yield fleet
     finally:
-        for proc in (fleet.workers if fleet else []) + [api]:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (fleet.workers if fleet else []) + [api]:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes((fleet.workers if fleet else []) + [api])
         engine.dispose()
