@@ -53,6 +53,10 @@ class Fleet:
         assert response.status_code == 200, response.text
         return dict(response.json()["data"])
 
+    def wait_running(self, job_id: int, timeout: float = 15.0) -> None:
+        """Wait until a worker has claimed the job."""
+        wait_for(lambda: self.job(job_id)["status"] == "IN_PROGRESS", timeout=timeout, what=f"job {job_id} to start")
+
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
         worker_env = os.environ | {
             "SKYFLEET_API_URL": self.url,

@@ -44,7 +44,7 @@ def test_jobs_flow_through_two_workers(fleet: Fleet):
 def test_sigkilled_workers_job_is_rescued_then_times_out(fleet: Fleet):
     first = fleet.start_worker()
     job = fleet.submit("sleep", {"seconds": 300})
-    wait_for(lambda: fleet.job(job["id"])["status"] == "IN_PROGRESS", timeout=15, what="the job to start")
+    fleet.wait_running(job["id"])
     assert _holder_pid(fleet, job["id"]) == first.pid
     first.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -66,7 +66,7 @@ def test_sigkilled_workers_job_is_rescued_then_times_out(fleet: Fleet):
 def test_sigterm_finishes_running_jobs_and_exits_zero(fleet: Fleet):
     worker = fleet.start_worker(SKYFLEET_WORKER_CONCURRENCY="2")
     job = fleet.submit("sleep", {"seconds": 1.5})
-    wait_for(lambda: fleet.job(job["id"])["status"] == "IN_PROGRESS", timeout=15, what="the job to start")
+    fleet.wait_running(job["id"])
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert fleet.job(job["id"])["status"] == "SUCCEEDED"
@@ -78,7 +78,7 @@ def test_sigterm_finishes_running_jobs_and_exits_zero(fleet: Fleet):
 def test_cancel_reaches_the_running_handler(fleet: Fleet):
     fleet.start_worker()
     job = fleet.submit("sleep", {"seconds": 120})
-    wait_for(lambda: fleet.job(job["id"])["status"] == "IN_PROGRESS", timeout=15, what="the job to start")
+    fleet.wait_running(job["id"])
     response = requests.post(f"{fleet.url}/api/jobs/{job['id']}/cancel", headers=fleet.headers(), timeout=10)
     assert response.json()["data"]["cancel_requested"] is True
     wait_for(lambda: fleet.job(job["id"])["status"] == "CANCELLED", timeout=10, what="the worker to stop the job")
@@ -95,7 +95,7 @@ def test_health(fleet: Fleet):
 def test_sigterm_releases_jobs_that_outlive_the_grace_period(fleet: Fleet):
     worker = fleet.start_worker(SKYFLEET_WORKER_STOP_GRACE_S="1")
     job = fleet.submit("sleep", {"seconds": 120})
-    wait_for(lambda: fleet.job(job["id"])["status"] == "IN_PROGRESS", timeout=15, what="the job to start")
+    fleet.wait_running(job["id"])
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     released = fleet.job(job["id"])
