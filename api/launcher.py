@@ -21,6 +21,7 @@ import requests
 
 from api.auth import service as accounts
 from api.auth.models import Role
+from api.config import generate_private_key_pem
 from api.database import make_engine
 from api.embedded import EmbeddedPostgres
 from api.migrate import upgrade
@@ -38,8 +39,11 @@ class LaunchConfig:
     database_url: str | None
     admin_email: str | None
     admin_password: str | None
-    jwt_secret: str | None
+    #: A PEM file with the RSA signing key; None: SKYFLEET_JWT_PRIVATE_KEY, or one generated in data_dir.
+    jwt_key_file: str | None
     workers: int
+    #: SKYFLEET_JWT_PRIVATE_KEY is set (the API reads it itself).
+    jwt_key_in_env: bool = False
 
 
 def launch_config_from_env() -> LaunchConfig:
@@ -50,8 +54,9 @@ def launch_config_from_env() -> LaunchConfig:
         database_url=env.get("DATABASE_URL") or None,
         admin_email=env.get("SKYFLEET_ADMIN_EMAIL") or None,
         admin_password=env.get("SKYFLEET_ADMIN_PASSWORD") or None,
-        jwt_secret=env.get("SKYFLEET_JWT_SECRET") or None,
+        jwt_key_file=env.get("SKYFLEET_JWT_PRIVATE_KEY_FILE") or None,
         workers=int(env.get("SKYFLEET_LOCAL_WORKERS", "1")),
+        jwt_key_in_env=bool(env.get("SKYFLEET_JWT_PRIVATE_KEY")),
     )
 
 
@@ -67,10 +72,11 @@ def _secret_file(path: Path, make: str | None = None) -> str:
     return value
 
 
-def prepare(cfg: LaunchConfig) -> tuple[str, str, EmbeddedPostgres | None, list[str]]:
+def prepare(cfg: LaunchConfig) -> tuple[str, dict[str, str], EmbeddedPostgres | None, list[str]]:
     """Database up and migrated, admin and worker accounts present.
 
-    Returns (database URL, JWT secret, the embedded server or None, lines to print).
+    Returns (database URL, the environment that gives the API its signing key, the embedded server
+    or None, lines to print).
     """
     embedded = None
     url = cfg.database_url
@@ -78,7 +84,7 @@ def prepare(cfg: LaunchConfig) -> tuple[str, str, EmbeddedPostgres | None, list[
         embedded = EmbeddedPostgres(cfg.data_dir / "pgdata")
         url = embedded.ensure_database("skyfleet")
     upgrade(url)
-    secret = cfg.jwt_secret or _secret_file(cfg.data_dir / "jwt-secret")
+    key_env = _signing_key_env(cfg)
     notes: list[str] = []
     engine = make_engine(url, pool_size=1)
     try:
@@ -96,7 +102,18 @@ def prepare(cfg: LaunchConfig) -> tuple[str, str, EmbeddedPostgres | None, list[
                                     [Role.WORKER], LOCAL_WORKER_NAME, is_service=True)
     finally:
         engine.dispose()
-    return url, secret, embedded, notes
+    return url, key_env, embedded, notes
+
+
+def _signing_key_env(cfg: LaunchConfig) -> dict[str, str]:
+    """Where the API finds its RS256 key: given by the operator, or generated once into the data dir."""
+    if cfg.jwt_key_file:
+        return {"SKYFLEET_JWT_PRIVATE_KEY_FILE": cfg.jwt_key_file}
+    if cfg.jwt_key_in_env:
+        return {}
+    path = cfg.data_dir / "jwt-private-key.pem"
+    _secret_file(path, make=generate_private_key_pem().strip())
+    return {"SKYFLEET_JWT_PRIVATE_KEY_FILE": str(path)}
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -129,9 +146,9 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = STOP
 
 def run(cfg: LaunchConfig) -> int:
     """Run the fleet in the foreground until Ctrl-C or SIGTERM."""
-    url, secret, embedded, notes = prepare(cfg)
+    url, key_env, embedded, notes = prepare(cfg)
     api_url = f"http://127.0.0.1:{cfg.port}"
-    env = os.environ | {"DATABASE_URL": url, "SKYFLEET_JWT_SECRET": secret, "PORT": str(cfg.port)}
+    env = os.environ | key_env | {"DATABASE_URL": url, "PORT": str(cfg.port)}
     procs: list[subprocess.Popen[bytes]] = []
     stopping = False
 

@@ -1,8 +1,12 @@
 """Every model, imported in one place so ``Base.metadata`` is complete (alembic uses this)."""
 
 from api.auth.models import RefreshToken, Role, User
+from api.callbacks.models import CallbackDelivery
 from api.database import Base
+from api.files.models import File, JobFile
 from api.jobs.models import Job, JobAssignment, JobRequest, JobResult
+from api.ratelimit.models import RateLimitCounter
 from api.workers.models import Worker
 
-__all__ = ["Base", "Job", "JobAssignment", "JobRequest", "JobResult", "RefreshToken", "Role", "User", "Worker"]
+__all__ = ["Base", "CallbackDelivery", "File", "Job", "JobAssignment", "JobFile", "JobRequest", "JobResult",
+           "RateLimitCounter", "RefreshToken", "Role", "User", "Worker"]

@@ -44,7 +44,7 @@ class Fleet:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.database_url = ""
-        self.jwt_secret = ""
+        self.key_env: dict[str, str] = {}
         self.embedded: EmbeddedPostgres | None = None
         self.db: Db | None = None
         self.api_proc: subprocess.Popen[bytes] | None = None
@@ -59,11 +59,11 @@ class Fleet:
         """Start (or reuse) the embedded PostgreSQL, migrate it, make the accounts."""
         say(f"starting the embedded PostgreSQL in {self.data_dir} …")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        url, secret, embedded, _notes = prepare(LaunchConfig(
+        url, key_env, embedded, _notes = prepare(LaunchConfig(
             data_dir=self.data_dir, port=self.port, database_url=None, admin_email=None,
-            admin_password=ADMIN_PASSWORD, jwt_secret=None, workers=0,
+            admin_password=ADMIN_PASSWORD, jwt_key_file=None, workers=0,
         ))
-        self.database_url, self.jwt_secret, self.embedded = url, secret, embedded
+        self.database_url, self.key_env, self.embedded = url, key_env, embedded
         self._worker_password = (self.data_dir / "local-worker-password").read_text().strip()
         self.db = Db(url)
 
@@ -77,7 +77,7 @@ class Fleet:
         say(f"starting the API on {self.api_url} "
             f"({os.environ.get('SKYFLEET_WEB_WORKERS', '2')} processes × "
             f"{os.environ.get('SKYFLEET_WEB_THREADS', '32')} threads) …")
-        env = os.environ | {"DATABASE_URL": self.database_url, "SKYFLEET_JWT_SECRET": self.jwt_secret,
+        env = os.environ | self.key_env | {"DATABASE_URL": self.database_url,
                             "PORT": str(self.port)}
         argv = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]
         self.api_proc = self._spawn(argv, env, "api.log")

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from api.config import generate_private_key_pem
 from api.database import libpq_url
 from api.migrate import upgrade
 
@@ -62,6 +63,19 @@ def _as_url(conninfo: str) -> str:
         netloc = host + (f":{port}" if port else "")
     auth = f"{user}:{password}@" if password else f"{user}@"
     return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def jwt_private_key() -> str:
+    """One RSA signing key for the session (generating one takes a moment)."""
+    return generate_private_key_pem(2048)
+
+
+@pytest.fixture(scope="session")
+def jwt_key_file(jwt_private_key: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("keys") / "jwt.pem"
+    path.write_text(jwt_private_key)
+    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from flask import Flask, g
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
 
 from api.auth.models import Role
-from api.config import Settings
+from api.config import Settings, public_key_pem
 from api.envelope import error_response
 from api.errors import Forbidden, Unauthorized
 
@@ -35,7 +35,10 @@ class Caller:
 
 
 def init_jwt(app: Flask, settings: Settings) -> None:
-    app.config["JWT_SECRET_KEY"] = settings.jwt_secret
+    app.config["JWT_ALGORITHM"] = "RS256"
+    app.config["JWT_DECODE_ALGORITHMS"] = ["RS256"]
+    app.config["JWT_PRIVATE_KEY"] = settings.jwt_private_key
+    app.config["JWT_PUBLIC_KEY"] = public_key_pem(settings.jwt_private_key)
     app.config["JWT_ACCESS_TOKEN_EXPIRES"] = dt.timedelta(seconds=settings.access_token_ttl_s)
     app.config["JWT_TOKEN_LOCATION"] = ["headers"]
     jwt = JWTManager(app)

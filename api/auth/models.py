@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import ARRAY, ForeignKey, Index, String, Text, func, text
+from sqlalchemy import ARRAY, ForeignKey, Index, SmallInteger, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.database import Base
@@ -33,6 +33,9 @@ class User(Base):
     is_service: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     disabled_at: Mapped[dt.datetime | None]
+    #: Per-account overrides of the configured limits (NULL: the default applies).
+    max_active_jobs: Mapped[int | None]
+    min_priority: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class RefreshToken(Base):

@@ -38,10 +38,12 @@ class Job(Base):
         # The claim reads only this index: pending rows, in claim order, per type.
         Index("ix_jobs_claimable", "type", "priority", "run_after", "id",
               postgresql_where=text("status = 'PENDING'")),
-        # Concurrent identical submissions collide here and share one job.
-        Index("uq_jobs_active_input", "type", "input_hash", unique=True,
+        # Concurrent identical submissions by one user collide here and share one job. Dedup is
+        # per user: a job is never shared across accounts, so one user's cancel or delete can
+        # never reach another's work, and no one learns what someone else submitted.
+        Index("uq_jobs_active_input", "user_id", "type", "input_hash", unique=True,
               postgresql_where=text("status IN ('PENDING', 'IN_PROGRESS')")),
-        Index("ix_jobs_cached_input", "type", "input_hash",
+        Index("ix_jobs_cached_input", "user_id", "type", "input_hash",
               postgresql_where=text("status = 'SUCCEEDED'")),
         Index("ix_jobs_finished_at", "finished_at",
               postgresql_where=text("finished_at IS NOT NULL")),
@@ -66,8 +68,6 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]
     cancel_requested: Mapped[bool] = mapped_column(server_default=text("false"))
-    callback_url: Mapped[str | None] = mapped_column(Text)
-    callback_token: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[dt.datetime | None]
@@ -85,6 +85,9 @@ class JobRequest(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     #: "created", "joined" (an identical job was active) or "cached" (a finished result was reused).
     origin: Mapped[str] = mapped_column(String(16))
+    #: Each submission has its own callback: POSTed to ``{callback_url}/{job_id}`` when the job ends.
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_token: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 

@@ -1,8 +1,10 @@
 """Enqueue and cancel.
 
-Duplicate active submissions are stopped by the unique partial index
-``uq_jobs_active_input`` (type, input_hash) WHERE status is active: the insert is
+Duplicate active submissions of one user are stopped by the unique partial index
+``uq_jobs_active_input`` (user_id, type, input_hash) WHERE status is active: the insert is
 ``ON CONFLICT DO NOTHING`` and the loser joins the winner's job. No check-then-insert.
+Callbacks belong to the submission (``job_requests``); the ``jobs_changed`` trigger writes
+the outbox when a job ends, and this module writes it for submissions that reuse a result.
 """
 
 from __future__ import annotations
@@ -62,36 +64,48 @@ _FIND_CACHED = text("""
     SELECT DISTINCT ON (j.type, j.input_hash) j.type, j.input_hash, j.id
     FROM jobs j
     JOIN job_results r ON r.job_id = j.id AND r.cache_valid
-    WHERE j.status = 'SUCCEEDED'
+    WHERE j.status = 'SUCCEEDED' AND j.user_id = :user_id
       AND (j.type, j.input_hash) IN (
           SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
     ORDER BY j.type, j.input_hash, j.finished_at DESC
 """)
 
 _INSERT_JOBS = text("""
-    INSERT INTO jobs (type, input_payload, input_hash, priority, run_after, max_attempts,
-                      user_id, callback_url, callback_token)
-    SELECT t, p, h, pr, coalesce(ra, now()), ma, :user_id, cu, ct
+    INSERT INTO jobs (type, input_payload, input_hash, priority, run_after, max_attempts, user_id)
+    SELECT t, p, h, pr, coalesce(ra, now()), ma, :user_id
     FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
                 CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
-                CAST(:max_attempts AS int[]), CAST(:callback_urls AS text[]),
-                CAST(:callback_tokens AS text[]))
-         AS n(t, p, h, pr, ra, ma, cu, ct)
-    ON CONFLICT (type, input_hash) WHERE status IN ('PENDING', 'IN_PROGRESS') DO NOTHING
+                CAST(:max_attempts AS int[]))
+         AS n(t, p, h, pr, ra, ma)
+    ON CONFLICT (user_id, type, input_hash) WHERE status IN ('PENDING', 'IN_PROGRESS') DO NOTHING
     RETURNING type, input_hash, id, run_after <= now() AS due
 """)
 
+# FOR SHARE: the joined job cannot finish before this submission commits, so the trigger that
+# writes callbacks when it does finish sees this submission's row.
 _FIND_ACTIVE = text("""
     SELECT type, input_hash, id FROM jobs
-    WHERE status IN ('PENDING', 'IN_PROGRESS')
+    WHERE status IN ('PENDING', 'IN_PROGRESS') AND user_id = :user_id
       AND (type, input_hash) IN (
           SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
+    FOR SHARE
 """)
 
 _INSERT_REQUESTS = text("""
-    INSERT INTO job_requests (job_id, user_id, origin)
-    SELECT j, :user_id, o FROM unnest(CAST(:job_ids AS bigint[]), CAST(:origins AS text[])) AS r(j, o)
+    INSERT INTO job_requests (job_id, user_id, origin, callback_url, callback_token)
+    SELECT j, :user_id, o, cu, ct
+    FROM unnest(CAST(:job_ids AS bigint[]), CAST(:origins AS text[]), CAST(:callback_urls AS text[]),
+                CAST(:callback_tokens AS text[])) AS r(j, o, cu, ct)
     RETURNING id
+""")
+
+# A submission that reused a finished result gets its callback now (no transition will fire it).
+_CALLBACKS_FOR_FINISHED = text("""
+    INSERT INTO callback_deliveries (job_id, job_request_id, url, job_status)
+    SELECT r.job_id, r.id, r.callback_url, j.status
+    FROM job_requests r JOIN jobs j ON j.id = r.job_id
+    WHERE r.id = ANY(CAST(:request_ids AS bigint[])) AND r.callback_url IS NOT NULL
+      AND j.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
 """)
 
 NOTIFY_TYPES = text("SELECT pg_notify(:channel, t) FROM unnest(CAST(:types AS text[])) AS t")
@@ -108,7 +122,7 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
 
     cacheable = [key for job, key in zip(jobs, keys, strict=True) if job.use_cache]
     if cacheable:
-        rows = conn.execute(_FIND_CACHED, _key_params(cacheable)).all()
+        rows = conn.execute(_FIND_CACHED, _key_params(cacheable) | {"user_id": user_id}).all()
         resolved.update({(t, h): (job_id, "cached") for t, h, job_id in rows})
 
     due_types: set[str] = set()
@@ -123,7 +137,7 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
                 due_types.add(t)
         missing = [job.key for job in todo if job.key not in resolved]
         if missing:
-            rows = conn.execute(_FIND_ACTIVE, _key_params(missing)).all()
+            rows = conn.execute(_FIND_ACTIVE, _key_params(missing) | {"user_id": user_id}).all()
             resolved.update({(t, h): (job_id, "joined") for t, h, job_id in rows})
     if _first_per_key(jobs, keys, resolved):
         raise Conflict("identical jobs kept finishing while this one was submitted; retry")
@@ -136,9 +150,12 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
         origins.append("joined" if origin == "created" and key in seen else origin)
         seen.add(key)
     job_ids = [resolved[key][0] for key in keys]
-    request_ids = conn.execute(
-        _INSERT_REQUESTS, {"user_id": user_id, "job_ids": job_ids, "origins": origins}
-    ).scalars().all()
+    request_ids = conn.execute(_INSERT_REQUESTS, {
+        "user_id": user_id, "job_ids": job_ids, "origins": origins,
+        "callback_urls": [j.callback_url for j in jobs], "callback_tokens": [j.callback_token for j in jobs],
+    }).scalars().all()
+    if any(j.callback_url for j in jobs) and "cached" in origins:
+        conn.execute(_CALLBACKS_FOR_FINISHED, {"request_ids": list(request_ids)})
     if due_types:
         conn.execute(NOTIFY_TYPES, {"channel": NOTIFY_CHANNEL, "types": sorted(due_types)})
     return [Submitted(j, r, o) for j, r, o in zip(job_ids, request_ids, origins, strict=True)]
@@ -166,8 +183,6 @@ def _insert_params(user_id: int, jobs: list[NewJob]) -> dict[str, Any]:
         "priorities": [j.priority for j in jobs],
         "run_afters": [j.run_after for j in jobs],
         "max_attempts": [j.max_attempts for j in jobs],
-        "callback_urls": [j.callback_url for j in jobs],
-        "callback_tokens": [j.callback_token for j in jobs],
     }
 
 

@@ -20,7 +20,6 @@ from api.database import make_engine
 from api.launcher import stop_processes
 from tests.helpers import wait_for
 
-JWT_SECRET = "acceptance-secret-" + "y" * 40
 PASSWORD = "acceptance password"
 WORKER_EMAIL = accounts.service_email("fleet-worker")
 
@@ -70,7 +69,7 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(clean_db: str) -> Iterator[Fleet]:
+def fleet(clean_db: str, jwt_key_file: str) -> Iterator[Fleet]:
     """The API under gunicorn with short leases (2 s), so rescue tests run in seconds."""
     engine = make_engine(clean_db, pool_size=2)
     with engine.begin() as conn:
@@ -79,7 +78,7 @@ def fleet(clean_db: str) -> Iterator[Fleet]:
     port = _free_port()
     env = os.environ | {
         "DATABASE_URL": clean_db,
-        "SKYFLEET_JWT_SECRET": JWT_SECRET,
+        "SKYFLEET_JWT_PRIVATE_KEY_FILE": jwt_key_file,
         "PORT": str(port),
         "SKYFLEET_LEASE_S": "2",
         "SKYFLEET_HEARTBEAT_INTERVAL_S": "0.5",

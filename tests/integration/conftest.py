@@ -17,13 +17,12 @@ from api.auth.models import Role
 from api.config import Settings
 from api.context import EXTENSION_KEY
 
-JWT_SECRET = "test-secret-" + "x" * 40
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def settings(clean_db: str) -> Settings:
-    return Settings(database_url=clean_db, jwt_secret=JWT_SECRET, background=False, lease_s=5.0,
+def settings(clean_db: str, jwt_private_key: str) -> Settings:
+    return Settings(database_url=clean_db, jwt_private_key=jwt_private_key, background=False, lease_s=5.0,
                     heartbeat_interval_s=1.0, claim_poll_fallback_s=0.5)
 
 

@@ -7,7 +7,8 @@ import datetime as dt
 import jwt as pyjwt
 import pytest
 
-from tests.integration.conftest import JWT_SECRET, PASSWORD, submit
+from api.config import generate_private_key_pem, public_key_pem
+from tests.integration.conftest import PASSWORD, submit
 
 
 def _login(client, email, password=PASSWORD):
@@ -48,18 +49,23 @@ def test_logout_revokes(app, alice):
     assert client.post("/api/auth/refresh", json={"refresh_token": refresh}).status_code == 401
 
 
-def test_missing_expired_and_tampered_tokens_are_rejected(app, alice):
+def test_missing_expired_and_tampered_tokens_are_rejected(app, alice, jwt_private_key):
     client = app.test_client()
     assert client.get("/api/jobs/1").status_code == 401
     expired = pyjwt.encode({"sub": str(alice.user_id), "roles": ["USER"], "type": "access", "fresh": False,
                             "jti": "x", "iat": 0, "nbf": 0, "exp": int(dt.datetime(2000, 1, 1).timestamp())},
-                           JWT_SECRET, algorithm="HS256")
-    forged = pyjwt.encode({"sub": str(alice.user_id), "roles": ["ADMIN"], "type": "access", "fresh": False,
-                           "jti": "y", "iat": 0, "nbf": 0, "exp": 4102444800}, "not-the-secret" * 4,
-                          algorithm="HS256")
+                           jwt_private_key, algorithm="RS256")
+    claims = {"sub": str(alice.user_id), "roles": ["ADMIN"], "type": "access", "fresh": False,
+              "jti": "y", "iat": 0, "nbf": 0, "exp": 4102444800}
+    forged = pyjwt.encode(claims, generate_private_key_pem(2048), algorithm="RS256")
+    # The classic confusion attack: HS256 "signed" with the public key must not pass.
+    public = public_key_pem(jwt_private_key).encode()
+    confused = pyjwt.encode(claims, "x" * 64, algorithm="HS256")
+    unsigned = pyjwt.encode(claims, None, algorithm="none")
     head, payload, signature = alice.token.split(".")
     tampered = ".".join([head, payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB"), signature])
-    for token in (expired, forged, tampered, "garbage"):
+    assert public.startswith(b"-----BEGIN PUBLIC KEY")
+    for token in (expired, forged, confused, unsigned, tampered, "garbage"):
         response = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401, token
         assert response.json["error"]["code"] == "UNAUTHORIZED"

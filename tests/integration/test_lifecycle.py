@@ -218,12 +218,14 @@ def test_batch_submit_is_all_or_nothing(alice, engine):
 
 def test_identical_submission_joins_then_reuses_cached_result(alice, bob, worker_account):
     first = submit(alice, "sleep", {"seconds": 1})
-    joined = submit(bob, "sleep", {"seconds": 1})
+    joined = submit(alice, "sleep", {"seconds": 1})
     assert joined["id"] == first["id"] and joined["origin"] == "joined"
-    # Bob may follow the job he joined.
-    assert bob.get(f"/api/jobs/{first['id']}").status_code == 200
+    # Dedup is per user: Bob's identical submission is his own job, which Alice cannot see.
+    own = submit(bob, "sleep", {"seconds": 1})
+    assert own["id"] != first["id"] and own["origin"] == "created"
+    assert alice.get(f"/api/jobs/{own['id']}").status_code == 404
     wid = register(worker_account)
-    (c,) = claim(worker_account, wid)
+    (c,) = claim(worker_account, wid, max_jobs=1)
     report(worker_account, wid, c, result_payload={"slept_s": 1, "attempt": 1})
     cached = submit(alice, "sleep", {"seconds": 1})
     assert cached["id"] == first["id"] and cached["origin"] == "cached" and cached["status"] == "SUCCEEDED"

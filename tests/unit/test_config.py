@@ -8,26 +8,42 @@ from api.config import ConfigError, load_settings
 from worker.config import ConfigError as WorkerConfigError
 from worker.config import load_worker_settings
 
-BASE = {"DATABASE_URL": "postgresql://localhost/x", "SKYFLEET_JWT_SECRET": "s" * 40}
+@pytest.fixture
+def base(jwt_private_key: str) -> dict[str, str]:
+    return {"DATABASE_URL": "postgresql://localhost/x", "SKYFLEET_JWT_PRIVATE_KEY": jwt_private_key}
 
 
-def test_defaults_and_overrides():
-    settings = load_settings(BASE | {"SKYFLEET_LEASE_S": "12.5", "SKYFLEET_BACKGROUND": "off"})
+def test_defaults_and_overrides(base):
+    settings = load_settings(base | {"SKYFLEET_LEASE_S": "12.5", "SKYFLEET_BACKGROUND": "off"})
     assert settings.lease_s == 12.5 and settings.background is False
     assert settings.heartbeat_interval_s == 2.0
 
 
 @pytest.mark.parametrize(("env", "named"), [
     ({"DATABASE_URL": ""}, "DATABASE_URL"),
-    ({"SKYFLEET_JWT_SECRET": "short"}, "SKYFLEET_JWT_SECRET"),
+    ({"SKYFLEET_JWT_PRIVATE_KEY": "not a key"}, "SKYFLEET_JWT_PRIVATE_KEY"),
+    ({"SKYFLEET_JWT_PRIVATE_KEY": ""}, "SKYFLEET_JWT_PRIVATE_KEY"),
+    ({"SKYFLEET_STORAGE_BACKEND": "s3"}, "SKYFLEET_S3_BUCKET"),
+    ({"SKYFLEET_REGISTRATION": "maybe"}, "SKYFLEET_REGISTRATION"),
+    ({"SKYFLEET_USER_MIN_PRIORITY": "12"}, "SKYFLEET_USER_MIN_PRIORITY"),
     ({"SKYFLEET_LEASE_S": "soon"}, "SKYFLEET_LEASE_S"),
     ({"SKYFLEET_LEASE_S": "-1"}, "SKYFLEET_LEASE_S"),
     ({"SKYFLEET_BACKGROUND": "maybe"}, "SKYFLEET_BACKGROUND"),
     ({"SKYFLEET_HEARTBEAT_INTERVAL_S": "30"}, "SKYFLEET_HEARTBEAT_INTERVAL_S"),
 ])
-def test_bad_settings_name_their_variable(env, named):
+def test_bad_settings_name_their_variable(base, env, named):
     with pytest.raises(ConfigError, match=named):
-        load_settings(BASE | env)
+        load_settings(base | env)
+
+
+def test_signing_key_from_a_file_and_lists(base, jwt_key_file):
+    env = {k: v for k, v in base.items() if k != "SKYFLEET_JWT_PRIVATE_KEY"}
+    settings = load_settings(env | {"SKYFLEET_JWT_PRIVATE_KEY_FILE": jwt_key_file,
+                                    "SKYFLEET_CORS_ORIGINS": "https://a.example, https://b.example"})
+    assert settings.jwt_private_key.startswith("-----BEGIN PRIVATE KEY-----")
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    with pytest.raises(ConfigError, match="SKYFLEET_JWT_PRIVATE_KEY_FILE"):
+        load_settings(env | {"SKYFLEET_JWT_PRIVATE_KEY_FILE": "/nonexistent/key.pem"})
 
 
 def test_worker_settings():

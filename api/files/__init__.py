@@ -1,0 +1,1 @@
+"""The data library: FITS files users upload and reference from jobs."""

@@ -1,0 +1,1 @@
+"""Rate limiting: fixed one-minute windows counted in PostgreSQL, shared by every API process."""
