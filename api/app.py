@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from flask_smorest import Api
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -17,10 +17,15 @@ from api.context import EXTENSION_KEY, AppContext
 from api.database import libpq_url, make_engine
 from api.envelope import error_response
 from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
+from api.maintenance.callbacks import CallbackDispatcher, callback_config
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
 from api.maintenance.runner import MaintenanceRunner, Service
+from api.files.links import Linker, link_secret
 from api.queue.notify import Listener, WakeHub
+from api.ratelimit.hooks import init_rate_limits
+from storage import open_storage
+from storage.netguard import AddressGuard
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,10 @@ def render_http_exception(error: HTTPException) -> Response:
     data = getattr(error, "data", None) or {}
     messages = data.get("messages")
     if status == 413:
-        return error_response(413, PayloadTooLarge.code, "the request body is too large")
+        limit = request.max_content_length
+        return error_response(413, PayloadTooLarge.code,
+                              f"max_payload_bytes: the request body is larger than {limit} bytes",
+                              {"limit": "max_payload_bytes", "max": limit})
     if messages:
         # webargs: {"json": {...}} / {"query": {...}}; name each field and say where it was.
         location = next(iter(messages)) if len(messages) == 1 else None
@@ -82,9 +90,18 @@ def _register_errors(app: Flask) -> None:
 
 def create_app(settings: Settings) -> Flask:
     """Build the API. Background threads start only when ``settings.background`` is set."""
+    from api.admin.queues import blp as admin_queues_blp
     from api.admin.routes import blp as admin_blp
     from api.auth.routes import blp as auth_blp
+    from api.events.routes import blp as events_blp
+    from api.files.routes import blp as files_blp
+    from api.files.routes import links_blp
+    from api.cors import init_cors
+    from api.docs import SWAGGER_UI_CONFIG
+    from api.docs import blp as docs_blp
     from api.health import blp as health_blp
+    from api.metrics.routes import blp as metrics_blp
+    from api.metrics.routes import install_http_metrics
     from api.jobs.routes import blp as jobs_blp
     from api.workers.routes import blp as workers_blp
 
@@ -96,6 +113,7 @@ def create_app(settings: Settings) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
+        **SWAGGER_UI_CONFIG,
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         },
@@ -104,20 +122,34 @@ def create_app(settings: Settings) -> Flask:
     engine = make_engine(settings.database_url, settings.db_pool_size)
     hub = WakeHub()
     dsn = libpq_url(settings.database_url)
-    context = AppContext(settings=settings, engine=engine, hub=hub, listener=Listener(dsn, hub))
+    store = open_storage(settings.storage_backend, root=settings.storage_dir, bucket=settings.s3_bucket,
+                         prefix=settings.s3_prefix)
+    context = AppContext(
+        settings=settings, engine=engine, hub=hub, listener=Listener(dsn, hub), storage=store,
+        linker=Linker(store, link_secret(settings.jwt_private_key), settings.download_url_ttl_s),
+        guard=AddressGuard(settings.allowed_networks),
+    )
     app.extensions[EXTENSION_KEY] = context
 
     init_jwt(app, settings)
     api = SkyfleetApi(app)
-    for blueprint in (auth_blp, jobs_blp, workers_blp, admin_blp, health_blp):
+    for blueprint in (auth_blp, jobs_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(events_blp)
+    for blueprint in (admin_queues_blp, metrics_blp):
+        api.register_blueprint(blueprint)
+    app.register_blueprint(docs_blp)
+    install_http_metrics(app)
+    init_cors(app, settings)
     _register_errors(app)
+    init_rate_limits(app, settings)
 
     if settings.background:
         context.listener.ensure_started()
         services: list[Service] = [
             Rescuer(engine, RescuerConfig(interval_s=settings.rescue_interval_s)),
             Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days)),
+            CallbackDispatcher(engine, callback_config(settings), context.guard),
         ]
         app.extensions["skyfleet.maintenance"] = runner = MaintenanceRunner(dsn, services)
         runner.start()

@@ -1,4 +1,4 @@
-"""What every request handler needs: settings, the engine and the wake-up hub."""
+"""What every request handler needs: settings, the engine, the wake-up hub, storage."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from api.config import Settings
 from api.errors import ServiceUnavailable
+from api.files.links import Linker
 from api.queue.notify import Listener, WakeHub
+from storage import Storage
+from storage.netguard import AddressGuard
 
 EXTENSION_KEY = "skyfleet"
 
@@ -25,6 +28,10 @@ class AppContext:
     engine: Engine
     hub: WakeHub
     listener: Listener
+    storage: Storage
+    linker: Linker
+    #: Refuses URL inputs and callbacks to private, loopback and link-local addresses.
+    guard: AddressGuard
     started_at: float = field(default_factory=time.time)
 
     @contextmanager

@@ -67,6 +67,18 @@ class ValidationFailed(ApiError):
     status, code = 422, "VALIDATION_ERROR"
 
 
+class LimitExceeded(ApiError):
+    """A per-account limit (see GET /api/jobs/limits) would be exceeded."""
+
+    status, code = 429, "LIMIT_EXCEEDED"
+
+
+class RateLimited(ApiError):
+    """Rate limit exceeded; retry after the number of seconds in the Retry-After header."""
+
+    status, code = 429, "RATE_LIMIT_EXCEEDED"
+
+
 class ServiceUnavailable(ApiError):
     """Service temporarily unavailable."""
 
@@ -84,7 +96,7 @@ HTTP_CODES: dict[int, str] = {
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
-    429: "RATE_LIMITED",
+    429: "RATE_LIMIT_EXCEEDED",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }

@@ -5,9 +5,20 @@ database connection) while it waits, so a few processes with many threads each s
 whole fleet of waiting workers. The app is built after fork (no ``preload_app``), so every
 process has its own engine, LISTEN connection and maintenance runner; the advisory lock
 keeps one runner active.
+
+Metrics: each worker process writes its counters and histograms to files in
+``PROMETHEUS_MULTIPROC_DIR`` and a scrape of ``/metrics`` sums them (api/metrics). The master
+sets that directory up before the first fork: the operator's, emptied, or a fresh temporary
+one. prometheus_client must not be imported here at module level: it picks its storage when
+first imported, and workers forked from a master that had imported it without the variable
+would keep their values in private memory.
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -20,3 +31,34 @@ accesslog = os.environ.get("SKYFLEET_ACCESS_LOG") or None
 # No control socket: several APIs (tests, benchmarks) may run side by side.
 control_socket_disable = True
 loglevel = os.environ.get("SKYFLEET_LOG_LEVEL", "info")
+
+METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def on_starting(server: Any) -> None:
+    """Before the first worker: a metrics directory with no files left from an earlier run."""
+    given = os.environ.get(METRICS_DIR_VAR)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Only prometheus_client's own files: the operator may have pointed us at a shared place.
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        # Set in the master's environment, so every worker forked from now on inherits it.
+        os.environ[METRICS_DIR_VAR] = server.skyfleet_metrics_tmp = tempfile.mkdtemp(prefix="skyfleet-metrics-")
+    server.log.info("metrics directory: %s", os.environ[METRICS_DIR_VAR])
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker process ended: drop its live-gauge files (its counters keep counting in the sum)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the temporary metrics directory this master created."""
+    created = getattr(server, "skyfleet_metrics_tmp", None)
+    if created:
+        shutil.rmtree(created, ignore_errors=True)

@@ -5,15 +5,19 @@ it to declare which types their handlers implement.
 """
 
 from jobtypes.catalogue import CATALOGUE, JobType, RetryPolicy, get_job_type, job_type_names
+from jobtypes.inputs import InputFile, InputFileSchema, file_refs
 from jobtypes.status import ACTIVE_STATUSES, FINISHED_STATUSES, JobStatus
 
 __all__ = [
     "ACTIVE_STATUSES",
     "CATALOGUE",
     "FINISHED_STATUSES",
+    "InputFile",
+    "InputFileSchema",
     "JobStatus",
     "JobType",
     "RetryPolicy",
+    "file_refs",
     "get_job_type",
     "job_type_names",
 ]

@@ -9,10 +9,12 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Flask, g
-from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
+from flask_jwt_extended import JWTManager, create_access_token, get_current_user, verify_jwt_in_request
 
 from api.auth.models import Role
+from api.auth.service import Identity, active_identity
 from api.config import Settings, public_key_pem
+from api.context import ctx
 from api.envelope import error_response
 from api.errors import Forbidden, Unauthorized
 
@@ -52,6 +54,30 @@ def init_jwt(app: Flask, settings: Settings) -> None:
     jwt.expired_token_loader(lambda header, payload: reject("access token expired; refresh it"))
     jwt.revoked_token_loader(lambda header, payload: reject("access token revoked"))
     jwt.needs_fresh_token_loader(lambda header, payload: reject("fresh login required"))
+    jwt.user_lookup_loader(_load_identity)
+    jwt.user_lookup_error_loader(lambda header, payload: reject("account disabled or removed"))
+
+
+def _load_identity(header: dict[str, Any], payload: dict[str, Any]) -> Identity | None:
+    """The token's account as it is now: disabling an account or changing its roles takes
+    effect on its next request, not when its access token expires.
+
+    One primary-key read per request (cached in ``g``: the rate limiter and the role check
+    both verify the token), on an autocommit connection, so it is a single round trip.
+    """
+    try:
+        user_id = int(payload["sub"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    cached: Identity | None = g.get("skyfleet_identity")
+    if cached is not None and cached.user_id == user_id:
+        return cached
+    with ctx().engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        identity = active_identity(conn, user_id)
+    if identity is not None:
+        g.skyfleet_identity = identity
+    return identity
 
 
 def access_token_for(user_id: int, roles: list[str]) -> str:
@@ -59,18 +85,18 @@ def access_token_for(user_id: int, roles: list[str]) -> str:
 
 
 def require_roles(*roles: Role) -> Callable[[F], F]:
-    """Allow the request only with a valid access token carrying one of ``roles``."""
+    """Allow the request only with a valid access token of an enabled account that has one of
+    ``roles`` (its roles as stored now, not as they were when the token was issued)."""
     allowed = {r.value for r in roles}
 
     def decorate(view: F) -> F:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             verify_jwt_in_request()
-            claims = get_jwt()
-            caller_roles = frozenset(claims.get("roles", []))
-            if not caller_roles & allowed:
+            identity: Identity = get_current_user()
+            if not identity.roles & allowed:
                 raise Forbidden(f"this endpoint needs one of the roles {sorted(allowed)}")
-            g.caller = Caller(int(claims["sub"]), caller_roles)
+            g.caller = Caller(identity.user_id, identity.roles)
             return view(*args, **kwargs)
 
         return guarded  # type: ignore[return-value]

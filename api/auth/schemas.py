@@ -1,14 +1,43 @@
 """Request and response bodies of the auth endpoints."""
 
-from marshmallow import Schema, fields, validate
+from __future__ import annotations
 
-PASSWORD_MIN = 10
-PASSWORD_MAX = 256
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from api.auth.passwords import PASSWORD_MAX_LENGTH
+from api.auth.service import SERVICE_EMAIL_DOMAIN, normalise_email
+
+PASSWORD_MAX = PASSWORD_MAX_LENGTH
+
+
+class NormalisedEmail(fields.Email):
+    """An email address, trimmed and lower-cased before it is validated (emails are unique that way)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        email = super()._deserialize(value, attr, data, **kwargs)
+        return normalise_email(email)
+
+
+def not_a_service_address(email: str) -> None:
+    """People may not take the domain reserved for service accounts (their logins are exempt
+    from the per-account login limit)."""
+    if email.endswith("@" + SERVICE_EMAIL_DOMAIN):
+        raise ValidationError(f"addresses @{SERVICE_EMAIL_DOMAIN} are reserved for service accounts")
 
 
 class LoginSchema(Schema):
     email = fields.String(required=True, validate=validate.Length(min=3, max=320))
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX))
+
+
+class RegisterSchema(Schema):
+    email = NormalisedEmail(required=True, validate=[validate.Length(max=320), not_a_service_address])
+    password = fields.String(required=True, load_only=True,
+                             metadata={"description": "At least the configured minimum length (12 by default), "
+                                                      "not a common password, not mostly your email."})
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
 class RefreshSchema(Schema):

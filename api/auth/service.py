@@ -46,6 +46,9 @@ class Account:
     is_service: bool
     created_at: dt.datetime
     disabled_at: dt.datetime | None
+    #: Per-account overrides of the configured limits (None: the default applies).
+    max_active_jobs: int | None = None
+    min_priority: int | None = None
 
 
 _USERS = User.__table__
@@ -54,7 +57,7 @@ _TOKENS = RefreshToken.__table__
 
 def _account(user: Any) -> Account:
     return Account(user.id, user.email, user.name, list(user.roles), user.is_service,
-                   user.created_at, user.disabled_at)
+                   user.created_at, user.disabled_at, user.max_active_jobs, user.min_priority)
 
 
 def create_user(conn: Connection, email: str, password: str, roles: list[Role],
@@ -77,6 +80,22 @@ def create_user(conn: Connection, email: str, password: str, roles: list[Role],
 
 def get_account(conn: Connection, user_id: int) -> Account:
     return _account(conn.execute(select(_USERS).where(_USERS.c.id == user_id)).one())
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What an access token's subject may do right now (read once per request)."""
+
+    user_id: int
+    roles: frozenset[str]
+
+
+def active_identity(conn: Connection, user_id: int) -> Identity | None:
+    """The account's current roles, or None when it is disabled or gone: one primary-key read."""
+    row = conn.execute(
+        text("SELECT roles FROM users WHERE id = :id AND disabled_at IS NULL"), {"id": user_id}
+    ).one_or_none()
+    return None if row is None else Identity(user_id, frozenset(row.roles))
 
 
 def set_password(conn: Connection, user_id: int, password: str) -> None:
@@ -153,6 +172,15 @@ def revoke_family(conn: Connection, family_id: uuid.UUID) -> None:
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=dt.datetime.now(dt.UTC))
     )
+
+
+def revoke_user_tokens(conn: Connection, user_id: int) -> int:
+    """Revoke every live refresh token of an account (disable, password change); how many."""
+    return conn.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=dt.datetime.now(dt.UTC))
+    ).rowcount
 
 
 def revoke_refresh_token(conn: Connection, token: str) -> None:

@@ -1,9 +1,11 @@
-"""``/api/jobs``: submit (one or a batch), read, cancel, result."""
+"""``/api/jobs``: submit (one or a batch), list, read (ETag), cancel, result, download, delete, limits."""
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -11,17 +13,26 @@ from api.auth.guards import BEARER, caller, require_roles
 from api.auth.models import Role
 from api.context import ctx
 from api.envelope import envelope, ok
+from api.errors import Conflict, ValidationFailed
+from api.files.routes import download_entry
+from api.files.schemas import DownloadSchema
 from api.jobs import service
+from api.jobs.archive import zip_stream
+from api.jobs.inputs import check_inputs, link_job_files
+from api.jobs.limits import check_submission, limits_for
 from api.jobs.schemas import (
     JobBatchCreateSchema,
     JobCreateSchema,
+    JobDeletedSchema,
     JobListArgs,
     JobResultSchema,
     JobSchema,
+    LimitsSchema,
     SubmittedJobSchema,
 )
 from api.queue.submit import NewJob, cancel_job, enqueue_jobs
 from jobtypes import get_job_type
+from storage.netguard import ForbiddenAddress
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Submit and follow jobs.")
 
@@ -43,10 +54,28 @@ def _new_job(body: dict[str, Any]) -> NewJob:
     )
 
 
+def _check_callbacks(bodies: list[dict[str, Any]]) -> None:
+    """Refuse callback URLs the dispatcher would refuse, now rather than when the job ends."""
+    problems: dict[str, list[str]] = {}
+    for i, body in enumerate(bodies):
+        if body["callback_url"]:
+            try:
+                ctx().guard.check_url(body["callback_url"])
+            except ForbiddenAddress as exc:
+                problems[f"jobs.{i}.callback_url" if len(bodies) > 1 else "callback_url"] = [str(exc)]
+    if problems:
+        summary = "; ".join(f"{p}: {' '.join(m)}" for p, m in problems.items())
+        raise ValidationFailed(f"Validation failed: {summary}", details={"location": "json", "fields": problems})
+
+
 def _submit(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    c = ctx()
+    c, who = ctx(), caller()
+    _check_callbacks(bodies)
     with c.transaction() as conn:
-        submitted = enqueue_jobs(conn, caller().user_id, [_new_job(b) for b in bodies])
+        check_submission(conn, who, c.settings, bodies)
+        file_ids = check_inputs(conn, who, c.guard, bodies)
+        submitted = enqueue_jobs(conn, who.user_id, [_new_job(b) for b in bodies])
+        link_job_files(conn, [s.job_id for s in submitted], file_ids)
     # Read back after the commit: the NOTIFY goes out, and workers start, sooner.
     with c.transaction() as conn:
         jobs = service.get_jobs(conn, [s.job_id for s in submitted])
@@ -63,7 +92,8 @@ class Jobs(MethodView):
         """List the jobs you submitted (admins: everyone's), newest first; ``meta.pagination``."""
         with ctx().transaction() as conn:
             jobs, total = service.list_jobs(conn, caller(), args["page"], args["limit"], args["status"],
-                                            args["type"], args["sort"])
+                                            args["type"], args["sort"], args["created_after"],
+                                            args["created_before"], args["user_id"])
         return ok(jobs, {"pagination": service.pagination(args["page"], args["limit"], total)})
 
     @require_roles(*SUBMITTERS)
@@ -72,6 +102,7 @@ class Jobs(MethodView):
     @blp.alt_response(200, schema=envelope(SubmittedJobSchema),
                       description="An identical job was already active (joined) or its result was reused (cached).")
     @blp.alt_response(422, description="The body or its input_payload failed validation.")
+    @blp.alt_response(429, description="LIMIT_EXCEEDED: max_active_jobs (see GET /api/jobs/limits).")
     @blp.doc(security=BEARER)
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Submit a job. Identical active submissions share one job; a cached result is reused
@@ -92,16 +123,42 @@ class JobBatch(MethodView):
         return ok(_submit(body["jobs"]))
 
 
+@blp.route("/limits")
+class JobLimits(MethodView):
+    @require_roles(*SUBMITTERS)
+    @blp.response(200, envelope(LimitsSchema))
+    @blp.doc(security=BEARER)
+    def get(self) -> dict[str, Any]:
+        """Your limits: active jobs (and how many you have), priority allowance, sizes, rate."""
+        c = ctx()
+        with c.transaction() as conn:
+            return ok(limits_for(conn, caller(), c.settings).as_dict())
+
+
 @blp.route("/<int:job_id>")
 class JobDetail(MethodView):
     @require_roles(*SUBMITTERS)
+    @blp.etag
     @blp.response(200, envelope(JobSchema))
     @blp.alt_response(404, description="No such job, or not yours.")
     @blp.doc(security=BEARER)
     def get(self, job_id: int) -> dict[str, Any]:
-        """A job's status, progress and error."""
+        """A job's status, progress and error. Send ``If-None-Match`` with the last ETag: 304
+        while nothing changed."""
         with ctx().transaction() as conn:
             return ok(service.get_visible_job(conn, caller(), job_id))
+
+    @require_roles(*SUBMITTERS)
+    @blp.response(200, envelope(JobDeletedSchema))
+    @blp.alt_response(404, description="No such job, or not yours.")
+    @blp.alt_response(409, description="The job is still pending or running: cancel it first.")
+    @blp.doc(security=BEARER)
+    def delete(self, job_id: int) -> dict[str, Any]:
+        """Delete a finished job's data: its record, result and output files."""
+        c = ctx()
+        with c.transaction() as conn:
+            prefix = service.delete_job(conn, caller(), job_id)
+        return ok({"id": job_id, "deleted_objects": c.storage.delete_prefix(prefix)})
 
 
 @blp.route("/<int:job_id>/cancel")
@@ -130,3 +187,43 @@ class JobResult(MethodView):
         """The result payload and output files of a job that succeeded."""
         with ctx().transaction() as conn:
             return ok(service.get_result(conn, caller(), job_id))
+
+
+def _outputs(job_id: int) -> list[dict[str, Any]]:
+    with ctx().transaction() as conn:
+        job = service.get_visible_job(conn, caller(), job_id)
+        if job["status"] != "SUCCEEDED":
+            raise Conflict(f"job {job_id} is {job['status']}; outputs exist once it has SUCCEEDED",
+                           details={"status": job["status"]})
+        files: list[dict[str, Any]] = service.get_result(conn, caller(), job_id)["files"] or []
+    return files
+
+
+@blp.route("/<int:job_id>/download")
+class JobDownload(MethodView):
+    @require_roles(*SUBMITTERS)
+    @blp.response(200, envelope(DownloadSchema, many=True))
+    @blp.alt_response(404, description="No such job, or not yours.")
+    @blp.alt_response(409, description="The job has not succeeded.")
+    @blp.doc(security=BEARER)
+    def get(self, job_id: int) -> dict[str, Any]:
+        """A download URL for every output file (S3 presigned, or a signed link served here),
+        each valid until its ``expires_at``. All files are listed, however many."""
+        entries = [download_entry(f["key"], f.get("name") or posixpath.basename(f["key"]), f.get("size"),
+                                  f.get("sha256"), f.get("content_type")) for f in _outputs(job_id)]
+        return ok(entries, {"count": len(entries)})
+
+
+@blp.route("/<int:job_id>/download.zip")
+class JobDownloadZip(MethodView):
+    @require_roles(*SUBMITTERS)
+    @blp.response(200, description="application/zip: every output file, streamed.")
+    @blp.alt_response(404, description="No such job, or not yours.")
+    @blp.alt_response(409, description="The job has not succeeded.")
+    @blp.doc(security=BEARER)
+    def get(self, job_id: int) -> Response:
+        """All output files as one zip, streamed as it is built."""
+        files = _outputs(job_id)
+        storage = ctx().storage
+        return Response(zip_stream(storage, files), mimetype="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="job-{job_id}.zip"'})

@@ -106,12 +106,37 @@ class SubmittedJobSchema(JobSchema):
     )
 
 
+class OutputFileSchema(Schema):
+    key = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    size = fields.Integer(required=True)
+    sha256 = fields.String(allow_none=True)
+    content_type = fields.String(allow_none=True)
+
+
 class JobResultSchema(Schema):
     job_id = fields.Integer(required=True)
     result_payload = fields.Dict(allow_none=True)
     storage_uri = fields.String(allow_none=True)
-    files = fields.List(fields.Dict(), allow_none=True)
+    files = fields.List(fields.Nested(OutputFileSchema), allow_none=True,
+                        metadata={"description": "Output files; GET …/download for URLs."})
     created_at = fields.DateTime(required=True)
+
+
+class LimitsSchema(Schema):
+    max_active_jobs = fields.Integer(required=True)
+    active_jobs = fields.Integer(required=True)
+    min_priority = fields.Integer(required=True, metadata={"description": "The most urgent priority you may use."})
+    max_priority = fields.Integer(required=True)
+    max_batch = fields.Integer(required=True)
+    max_payload_bytes = fields.Integer(required=True)
+    max_upload_bytes = fields.Integer(required=True)
+    rate_limit_per_minute = fields.Integer(required=True)
+
+
+class JobDeletedSchema(Schema):
+    id = fields.Integer(required=True)
+    deleted_objects = fields.Integer(required=True, metadata={"description": "Output objects removed."})
 
 
 SORTABLE = ("created_at", "updated_at", "priority", "id")
@@ -122,6 +147,10 @@ class JobListArgs(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in JobStatus]))
     type = JobTypeField(load_default=None)
+    created_after = fields.AwareDateTime(load_default=None, metadata={"description": "Created at or after."})
+    created_before = fields.AwareDateTime(load_default=None, metadata={"description": "Created before."})
+    user_id = fields.Integer(load_default=None, validate=validate.Range(min=1),
+                             metadata={"description": "Admins: only this user's jobs."})
     sort = fields.String(
         load_default="-created_at",
         validate=validate.OneOf([f"{sign}{name}" for name in SORTABLE for sign in ("", "-")]),

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from api.ratelimit.service import prune_counters
+
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 300.0
@@ -59,4 +61,6 @@ class Pruner:
                 break
         if total:
             log.info("pruned finished jobs", extra={"count": total})
+        # Rate-limit windows are useless once they have ended; a few minutes' worth stay.
+        prune_counters(self.engine)
         return total

@@ -9,3 +9,4 @@ nothing and learns so from the rows it got back.
 """
 
 NOTIFY_CHANNEL = "skyfleet_jobs"
+JOB_EVENTS_CHANNEL = "skyfleet_job_events"  # ids of jobs whose status or progress changed (SSE)

@@ -5,6 +5,11 @@ bumps a per-type generation counter and wakes every waiter; a waiter snapshots t
 counters *before* it tries to claim, so a notification that lands between its empty claim
 and its wait is never missed. Waiters also poll with jitter, in case a notification is
 lost (the LISTEN connection dropped, or the sender was another system).
+
+The same connection listens on ``skyfleet_job_events``: the ``jobs_changed`` trigger sends
+the ids of jobs whose status or progress changed (every claim, progress heartbeat and
+result of the fleet). A :class:`JobEventHub` wakes only the event streams following those
+ids; with nobody following, a notification costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Iterable
 
 import psycopg
 
-from api.queue import NOTIFY_CHANNEL
+from api.queue import JOB_EVENTS_CHANNEL, NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +65,92 @@ class WakeHub:
             self._cond.notify_all()
 
 
-class Listener:
-    """A daemon thread holding ``LISTEN skyfleet_jobs`` and feeding a :class:`WakeHub`."""
+class Subscription:
+    """One event stream's interest in one job: a flag raised when the job may have changed."""
 
-    def __init__(self, dsn: str, hub: WakeHub) -> None:
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self._event = threading.Event()
+
+    def notify(self) -> None:
+        """The job may have changed (or a notification may have been missed)."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until :meth:`notify` or ``timeout``; True if notified. Resets the flag.
+
+        Read the job *after* this returns: NOTIFY is delivered after its transaction
+        commits, so that read sees every change notified so far, and a change notified
+        during the read raises the flag again for the next wait.
+        """
+        notified = self._event.wait(timeout)
+        self._event.clear()
+        return notified
+
+
+class JobEventHub:
+    """Which streams follow which job, fed with the ids the ``jobs_changed`` trigger sends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: dict[int, set[Subscription]] = {}
+
+    def subscribe(self, job_id: int) -> Subscription:
+        """Follow a job; subscribe *before* the first read, so no change falls in between."""
+        subscription = Subscription(job_id)
+        with self._lock:
+            self._subscribers.setdefault(job_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop following (safe to call twice)."""
+        with self._lock:
+            followers = self._subscribers.get(subscription.job_id)
+            if followers is not None:
+                followers.discard(subscription)
+                if not followers:
+                    del self._subscribers[subscription.job_id]
+
+    def publish(self, ids: str) -> int:
+        """Wake the followers of the jobs in a comma-separated id list; how many were woken."""
+        # This channel carries every claim and heartbeat of the fleet: with no stream open
+        # in this process (the usual case), do not even parse the payload. Reading the dict
+        # without the lock is safe: a stream subscribing concurrently reads the job afterwards.
+        if not self._subscribers:
+            return 0
+        job_ids: set[int] = set()
+        for part in ids.split(","):
+            try:
+                job_ids.add(int(part))
+            except ValueError:
+                log.warning("ignoring a malformed job id %r on %s", part, JOB_EVENTS_CHANNEL)
+        with self._lock:
+            woken = [s for job_id in job_ids for s in self._subscribers.get(job_id, ())]
+        for subscription in woken:
+            subscription.notify()
+        return len(woken)
+
+    def wake_all(self) -> None:
+        """Wake every stream (after a reconnect: a change may have gone unnoticed)."""
+        with self._lock:
+            woken = [s for followers in self._subscribers.values() for s in followers]
+        for subscription in woken:
+            subscription.notify()
+
+    def followed(self) -> int:
+        """How many subscriptions are open (for tests and metrics)."""
+        with self._lock:
+            return sum(len(followers) for followers in self._subscribers.values())
+
+
+class Listener:
+    """A daemon thread holding ``LISTEN skyfleet_jobs`` and ``LISTEN skyfleet_job_events``,
+    feeding a :class:`WakeHub` (claims) and a :class:`JobEventHub` (event streams)."""
+
+    def __init__(self, dsn: str, hub: WakeHub, events: JobEventHub | None = None) -> None:
         self._dsn = dsn
         self._hub = hub
+        self.events = events if events is not None else JobEventHub()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -88,12 +173,17 @@ class Listener:
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    conn.execute(f"LISTEN {JOB_EVENTS_CHANNEL}")
                     self.connected.set()
                     # Anything may have arrived while we were not listening.
                     self._hub.wake(None)
+                    self.events.wake_all()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=NOTIFY_POLL_S):
-                            self._hub.wake(note.payload or None)
+                            if note.channel == JOB_EVENTS_CHANNEL:
+                                self.events.publish(note.payload)
+                            else:
+                                self._hub.wake(note.payload or None)
             except psycopg.Error:
                 self.connected.clear()
                 if self._stop.is_set():

@@ -13,6 +13,7 @@ from api.auth.schemas import EmptySchema
 from api.context import ctx
 from api.envelope import envelope, ok
 from api.errors import StaleAttempt
+from api.metrics import samples as metric_samples
 from api.queue.leases import extend_leases, release_attempts, report_attempts
 from api.workers import service
 from api.workers.schemas import (
@@ -63,10 +64,12 @@ class Claim(MethodView):
 
         ``results`` (optional) reports finished attempts first, in the same transaction, as
         ``/results`` would; their outcomes come back in ``results``."""
+        c = ctx()
         answer = service.long_poll_claim(
-            ctx(), worker_id, caller().user_id, body["job_types"], body["max_jobs"], body["wait_s"],
+            c, worker_id, caller().user_id, body["job_types"], body["max_jobs"], body["wait_s"],
             service.reports_from(body["results"]),
         )
+        metric_samples.record(c.engine, answer.jobs, answer.reported)
         return ok({"jobs": [service.claimed_view(j) for j in answer.jobs], "drain": answer.drain,
                    "results": [service.outcome_view(o) for o in answer.reported]})
 
@@ -102,9 +105,11 @@ class Results(MethodView):
     def post(self, body: dict[str, Any], worker_id: int) -> dict[str, Any]:
         """Report finished attempts. A report for an attempt that is no longer current
         changes nothing and comes back ``accepted: false``; if none was accepted, 409."""
-        with ctx().transaction() as conn:
+        c = ctx()
+        with c.transaction() as conn:
             service.touch_worker(conn, worker_id, caller().user_id)
             outcomes = report_attempts(conn, worker_id, service.reports_from(body["results"]))
+        metric_samples.record(c.engine, outcomes=outcomes)
         views = [service.outcome_view(o) for o in outcomes]
         if not any(o.accepted for o in outcomes):
             raise StaleAttempt(details={"results": views})

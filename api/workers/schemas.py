@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.jobs.schemas import JobTypeField, ProgressSchema
+from storage import InvalidKey, validate_key
 
 MAX_BATCH = 1000
 
@@ -73,9 +74,13 @@ class ReportErrorSchema(Schema):
     permanent = fields.Boolean(load_default=False, metadata={"description": "Do not retry (bad input)."})
 
 
-class FileSchema(Schema):
-    key = fields.String(required=True)
-    size = fields.Integer(required=True)
+class ReportedFileSchema(Schema):
+    """One output file, already written to storage under the attempt's prefix."""
+
+    key = fields.String(required=True, validate=validate.Length(min=1, max=1024),
+                        metadata={"description": "Under jobs/<job_id>/attempt-<attempt>/."})
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
+    size = fields.Integer(required=True, validate=validate.Range(min=0))
     sha256 = fields.String(load_default=None, allow_none=True)
     content_type = fields.String(load_default=None, allow_none=True)
 
@@ -86,13 +91,25 @@ class ReportSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["SUCCEEDED", "FAILED", "CANCELLED"]))
     result_payload = fields.Dict(load_default=None, allow_none=True)
     storage_uri = fields.String(load_default=None, allow_none=True)
-    files = fields.List(fields.Nested(FileSchema), load_default=None, allow_none=True)
+    files = fields.List(fields.Nested(ReportedFileSchema), load_default=None, allow_none=True)
     error = fields.Nested(ReportErrorSchema, load_default=None, allow_none=True)
 
     @validates_schema
     def failure_has_error(self, data: dict[str, Any], **_: Any) -> None:
         if data["status"] == "FAILED" and not data.get("error"):
             raise ValidationError("a FAILED report needs an error", field_name="error")
+
+    @validates_schema
+    def files_under_the_attempt(self, data: dict[str, Any], **_: Any) -> None:
+        """An attempt may only publish objects under its own prefix (never another job's)."""
+        prefix = f"jobs/{data['job_id']}/attempt-{data['attempt']}/"
+        for i, entry in enumerate(data.get("files") or []):
+            try:
+                validate_key(entry["key"])
+            except InvalidKey as exc:
+                raise ValidationError({str(i): {"key": [str(exc)]}}, field_name="files") from None
+            if not entry["key"].startswith(prefix):
+                raise ValidationError({str(i): {"key": [f"must be under {prefix}"]}}, field_name="files")
 
 
 class ResultsSchema(Schema):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +22,9 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def settings(clean_db: str, jwt_private_key: str) -> Settings:
+def settings(clean_db: str, jwt_private_key: str, tmp_path: Path) -> Settings:
     return Settings(database_url=clean_db, jwt_private_key=jwt_private_key, background=False, lease_s=5.0,
-                    heartbeat_interval_s=1.0, claim_poll_fallback_s=0.5)
+                    heartbeat_interval_s=1.0, claim_poll_fallback_s=0.5, storage_dir=str(tmp_path / "storage"))
 
 
 @pytest.fixture
@@ -56,7 +57,10 @@ class As:
         return self.client.post(path, json=json, headers=self._headers(), **kw)
 
     def get(self, path: str, **kw: Any) -> Any:
-        return self.client.get(path, headers=self._headers(), **kw)
+        return self.client.get(path, headers=self._headers() | kw.pop("headers", {}), **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.client.delete(path, headers=self._headers(), **kw)
 
 
 def make_account(app: Flask, email: str, roles: list[Role], is_service: bool = False) -> As:
@@ -110,3 +114,39 @@ def claim(worker: As, worker_id: int, max_jobs: int = 10, wait_s: float = 0.0) -
 def report(worker: As, worker_id: int, job: dict[str, Any], status: str = "SUCCEEDED", **extra: Any) -> Any:
     body = {"job_id": job["job_id"], "attempt": job["attempt"], "status": status, **extra}
     return worker.post(f"/api/workers/{worker_id}/results", {"results": [body]})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(request: pytest.FixtureRequest) -> None:
+    """Empty the rate-limit counters before each database test.
+
+    Ids restart at 1 in every test and every test client comes from 127.0.0.1, so counts left
+    by earlier tests in the same minute would be charged to the next one.
+    """
+    if "clean_db" not in request.fixturenames:
+        return
+    import psycopg
+
+    from api.database import libpq_url
+
+    with psycopg.connect(libpq_url(request.getfixturevalue("database_url")), autocommit=True) as conn:
+        conn.execute("TRUNCATE rate_limit_counters")
+
+
+@pytest.fixture
+def app_factory(settings: Settings) -> Iterator[Any]:
+    """Build extra apps from the test settings with some changed: ``app_factory(cors_origins=("*",))``."""
+    built: list[Flask] = []
+
+    def build(**changes: Any) -> Flask:
+        extra = create_app(settings.with_(**changes))
+        extra.config["TESTING"] = True
+        built.append(extra)
+        return extra
+
+    yield build
+    for extra in built:
+        context = extra.extensions[EXTENSION_KEY]
+        context.listener.stop()
+        context.engine.dispose()
+

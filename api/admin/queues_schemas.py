@@ -1,0 +1,60 @@
+"""Bodies and views of the admin queue, worker and cache endpoints."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from api.admin.queues_service import WORKER_STATES
+from api.jobs.schemas import JobTypeField
+
+
+class QueueCountsSchema(Schema):
+    pending = fields.Integer(required=True, metadata={"description": "PENDING and due now."})
+    scheduled = fields.Integer(required=True, metadata={"description": "PENDING, run_after in the future."})
+    in_progress = fields.Integer(required=True)
+    oldest_pending_age_s = fields.Float(
+        required=True, metadata={"description": "Seconds the longest-waiting due job has waited since it became due."})
+    completed_last_minute = fields.Integer(required=True)
+    failed_last_minute = fields.Integer(required=True, metadata={"description": "FAILED and TIMED_OUT."})
+
+
+class TypeQueueSchema(QueueCountsSchema):
+    type = fields.String(required=True, metadata={"example": "sleep"})
+
+
+class QueuesSchema(Schema):
+    types = fields.List(fields.Nested(TypeQueueSchema), required=True)
+    totals = fields.Nested(QueueCountsSchema, required=True)
+
+
+class WorkerListArgs(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    state = fields.String(load_default=None, validate=validate.OneOf(WORKER_STATES),
+                          metadata={"description": "live, lost (silent for a lease) or stopped."})
+
+
+class WorkerViewSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    hostname = fields.String(allow_none=True)
+    pid = fields.Integer(allow_none=True)
+    job_types = fields.List(fields.String(), required=True)
+    concurrency = fields.Integer(required=True)
+    ecs_task_arn = fields.String(allow_none=True)
+    ecs_cluster_arn = fields.String(allow_none=True)
+    started_at = fields.AwareDateTime(required=True)
+    last_heartbeat_at = fields.AwareDateTime(required=True)
+    draining = fields.Boolean(required=True)
+    stopped_at = fields.AwareDateTime(allow_none=True)
+    state = fields.String(required=True, validate=validate.OneOf(WORKER_STATES))
+    running_jobs = fields.Integer(required=True, metadata={"description": "Jobs it holds a live lease on now."})
+
+
+class CacheInvalidateSchema(Schema):
+    type = JobTypeField(required=True, metadata={"example": "sleep"})
+
+
+class CacheInvalidatedSchema(Schema):
+    type = fields.String(required=True)
+    invalidated = fields.Integer(required=True, metadata={"description": "Cached results no longer reused."})

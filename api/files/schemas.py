@@ -1,0 +1,51 @@
+"""Bodies of the files endpoints."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+SORTABLE = ("created_at", "name", "size", "id")
+
+
+class FileUploadSchema(Schema):
+    """multipart/form-data: the FITS file, and optionally a name for it."""
+
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+
+
+class FileUploadFormSchema(Schema):
+    name = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+
+
+class FileSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    size = fields.Integer(required=True, metadata={"description": "Bytes."})
+    sha256 = fields.String(required=True)
+    content_type = fields.String(required=True)
+    storage_key = fields.String(required=True,
+                                metadata={"description": "Jobs may also name the file by this key."})
+    user_id = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class FileListArgs(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    sort = fields.String(
+        load_default="-created_at",
+        validate=validate.OneOf([f"{sign}{name}" for name in SORTABLE for sign in ("", "-")]),
+        metadata={"description": "A field, with '-' for descending."},
+    )
+    q = fields.String(load_default=None, validate=validate.Length(max=255),
+                      metadata={"description": "Only files whose name contains this (case-insensitive)."})
+
+
+class DownloadSchema(Schema):
+    name = fields.String(required=True)
+    key = fields.String(required=True)
+    size = fields.Integer(allow_none=True)
+    sha256 = fields.String(allow_none=True)
+    content_type = fields.String(allow_none=True)
+    url = fields.String(required=True, metadata={"description": "GET this URL (no token needed) until expires_at."})
+    expires_at = fields.DateTime(required=True)

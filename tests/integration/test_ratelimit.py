@@ -1,0 +1,210 @@
+"""Rate limits: headers, 429 with Retry-After, counts shared by processes, login limits, fail-open."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from api.auth import service as accounts
+from api.auth.models import Role
+from api.context import EXTENSION_KEY
+from api.maintenance.pruner import Pruner
+from tests.integration.conftest import PASSWORD, As, claim, make_account, register
+
+HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+
+def _until_limited(send: Callable[[], Any], limit: int) -> Any:
+    """Send until a 429 comes back; check exactly ``limit`` requests of that window got through.
+
+    Robust to a window boundary falling inside the test: requests are grouped by the window
+    they were counted in (``X-RateLimit-Reset``).
+    """
+    passed: dict[str, int] = {}
+    for _ in range(3 * limit + 3):
+        response = send()
+        reset = response.headers["X-RateLimit-Reset"]
+        if response.status_code == 429:
+            assert passed.get(reset, 0) == limit, passed
+            return response
+        assert response.status_code < 400, response.json
+        passed[reset] = passed.get(reset, 0) + 1
+    raise AssertionError(f"never limited: {passed}")
+
+
+def _check_429(response: Any, limit: int) -> None:
+    assert response.json["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert response.json["error"]["details"]["limit"] == limit
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert response.json["error"]["details"]["retry_after"] == retry_after
+
+
+def test_headers_on_user_routes(alice):
+    first = alice.get("/api/jobs")
+    second = alice.get("/api/jobs")
+    assert first.status_code == second.status_code == 200
+    assert first.headers["X-RateLimit-Limit"] == "600"
+    assert int(first.headers["X-RateLimit-Remaining"]) - 1 == int(second.headers["X-RateLimit-Remaining"]) \
+        or second.headers["X-RateLimit-Reset"] != first.headers["X-RateLimit-Reset"]
+    reset = int(first.headers["X-RateLimit-Reset"])
+    assert time.time() - 1 <= reset <= time.time() + 61 and reset % 60 == 0
+    # Refusals are counted and carry the headers too.
+    assert alice.get("/api/jobs/12345").status_code == 404
+    anonymous = alice.client.get("/api/jobs")
+    assert anonymous.status_code == 401 and all(h in anonymous.headers for h in HEADERS)
+
+
+def test_no_limit_on_worker_routes_health_and_docs(app, worker_account):
+    worker_id = register(worker_account)
+    for response in (worker_account.post("/api/workers", {"name": "w2", "job_types": ["noop"]}),
+                     worker_account.post(f"/api/workers/{worker_id}/claim", {"max_jobs": 1, "wait_s": 0}),
+                     worker_account.post(f"/api/workers/{worker_id}/heartbeat", {"jobs": []}),
+                     app.test_client().get("/api/health"),
+                     app.test_client().get("/api/openapi.json")):
+        assert response.status_code < 500
+        assert not any(h in response.headers for h in HEADERS), response.request.path
+    assert claim(worker_account, worker_id) == []
+
+
+def test_over_the_limit_is_429_with_retry_after(app_factory):
+    limited = app_factory(rate_limit_per_minute=3)
+    alice = make_account(limited, "alice@example.org", [Role.USER])
+    bob = make_account(limited, "bob@example.org", [Role.USER])
+    refused = _until_limited(lambda: alice.get("/api/jobs"), 3)
+    _check_429(refused, 3)
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert refused.json["error"]["details"]["scope"] == "user"
+    # Another caller has a count of its own; an anonymous one is counted by address.
+    assert bob.get("/api/jobs").status_code == 200
+    other_address = limited.test_client().get("/api/jobs", environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert other_address.status_code == 401 and other_address.headers["X-RateLimit-Remaining"] == "2"
+
+
+def test_counts_are_shared_by_processes(app_factory):
+    """Two apps on one database stand for two gunicorn processes (or two replicas)."""
+    first, second = app_factory(rate_limit_per_minute=4), app_factory(rate_limit_per_minute=4)
+    assert first.extensions[EXTENSION_KEY].engine is not second.extensions[EXTENSION_KEY].engine
+    alice_first = make_account(first, "alice@example.org", [Role.USER])
+    alice_second = As(second.test_client(), alice_first.token, alice_first.user_id)
+    turn = iter(range(100))
+
+    def either() -> Any:
+        return (alice_first if next(turn) % 2 else alice_second).get("/api/jobs")
+
+    _check_429(_until_limited(either, 4), 4)
+
+
+def test_zero_disables_the_limit(app_factory):
+    unlimited = app_factory(rate_limit_per_minute=0)
+    alice = make_account(unlimited, "alice@example.org", [Role.USER])
+    for _ in range(5):
+        response = alice.get("/api/jobs")
+        assert response.status_code == 200 and not any(h in response.headers for h in HEADERS)
+
+
+def _attempt(client: Any, email: str, password: str = "wrong password!", addr: str = "127.0.0.1",
+             **headers: str) -> Any:
+    return client.post("/api/auth/login", json={"email": email, "password": password},
+                       environ_base={"REMOTE_ADDR": addr}, headers=headers)
+
+
+def _people(app: Any, *emails: str) -> None:
+    with app.extensions[EXTENSION_KEY].engine.begin() as conn:
+        for email in emails:
+            accounts.create_user(conn, email, PASSWORD, [Role.USER])
+
+
+def test_login_limited_per_account_before_the_password_is_checked(app_factory):
+    limited = app_factory(login_limit_per_account=3, login_limit_per_address=100)
+    _people(limited, "alice@example.org", "bob@example.org")
+    client = limited.test_client()
+    for addr in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):  # spread out: only the account limit bites
+        assert _attempt(client, "alice@example.org", addr=addr).status_code == 401
+    # The right password no longer helps: the attempt is refused before it is checked.
+    refused = _attempt(client, " ALICE@example.org", PASSWORD, addr="198.51.100.4")
+    assert refused.status_code == 429
+    _check_429(refused, 3)
+    assert refused.json["error"]["details"]["scope"] == "login"
+    assert _attempt(client, "bob@example.org", PASSWORD).status_code == 200
+
+
+def test_login_limited_per_address(app_factory):
+    limited = app_factory(login_limit_per_account=100, login_limit_per_address=4)
+    _people(limited, "alice@example.org")
+    client = limited.test_client()
+    for i in range(4):
+        assert _attempt(client, f"nobody{i}@example.org", addr="203.0.113.9").status_code == 401
+    refused = _attempt(client, "alice@example.org", PASSWORD, addr="203.0.113.9")
+    assert refused.status_code == 429 and refused.json["error"]["details"]["scope"] == "login-ip"
+    _check_429(refused, 4)
+    assert _attempt(client, "alice@example.org", PASSWORD, addr="203.0.113.10").status_code == 200
+
+
+def test_service_accounts_log_in_past_the_login_limits(app_factory):
+    """A fleet shares its service account and often one address; its passwords are random."""
+    limited = app_factory(login_limit_per_account=2, login_limit_per_address=2)
+    email = accounts.service_email("pool")
+    with limited.extensions[EXTENSION_KEY].engine.begin() as conn:
+        accounts.create_user(conn, email, PASSWORD, [Role.WORKER], is_service=True)
+    for _ in range(5):
+        assert _attempt(limited.test_client(), email, PASSWORD).status_code == 200
+
+
+def test_forwarded_addresses_count_only_behind_trusted_proxies(app_factory):
+    direct = app_factory(login_limit_per_address=2, login_limit_per_account=100)
+    proxied = app_factory(login_limit_per_address=2, login_limit_per_account=100, trusted_proxy_hops=1)
+    for app, limited_after in ((direct, 2), (proxied, 3)):
+        client = app.test_client()
+        statuses = [_attempt(client, f"x{i}@example.org", addr="10.0.0.1",
+                             **{"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(3)]
+        # Direct: the header is the client's claim and is ignored, so the three attempts share
+        # 10.0.0.1; behind one trusted proxy each forwarded address has a count of its own.
+        assert statuses == ([401] * limited_after + [429] * (3 - limited_after))
+        with app.extensions[EXTENSION_KEY].engine.begin() as conn:
+            conn.execute(text("TRUNCATE rate_limit_counters"))
+
+
+def test_registration_limited_per_address(app_factory):
+    limited = app_factory(login_limit_per_address=2)
+    client = limited.test_client()
+    for i in range(2):
+        body = {"email": f"new{i}@example.org", "password": "a fine long passphrase"}
+        assert client.post("/api/auth/register", json=body).status_code == 201
+    refused = client.post("/api/auth/register", json={"email": "new9@example.org", "password": "a fine passphrase"})
+    assert refused.status_code == 429 and refused.json["error"]["details"]["scope"] == "register-ip"
+
+
+def test_fails_open_when_the_counters_cannot_be_written(app_factory, caplog: pytest.LogCaptureFixture):
+    limited = app_factory(rate_limit_per_minute=1, login_limit_per_account=1, login_limit_per_address=1)
+    alice = make_account(limited, "alice@example.org", [Role.USER])
+    engine = limited.extensions[EXTENSION_KEY].engine
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE rate_limit_counters RENAME TO rate_limit_counters_away"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="api.ratelimit.hooks"):
+            for _ in range(3):
+                response = alice.get("/api/jobs")
+                assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
+            assert _attempt(limited.test_client(), "alice@example.org", PASSWORD).status_code == 200
+        assert any("rate limit skipped" in r.getMessage() for r in caplog.records)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE rate_limit_counters_away RENAME TO rate_limit_counters"))
+    assert alice.get("/api/jobs").status_code == 200
+    assert alice.get("/api/jobs").status_code == 429
+
+
+def test_pruner_deletes_ended_windows(app, engine):
+    with engine.begin() as conn:
+        conn.execute(text("""INSERT INTO rate_limit_counters (key, window_start, hits) VALUES
+                             ('ip:old', now() - interval '1 hour', 5), ('ip:new', date_trunc('minute', now()), 1)"""))
+    Pruner(engine).run_once()
+    with engine.connect() as conn:
+        keys = conn.execute(text("SELECT key FROM rate_limit_counters")).scalars().all()
+    assert keys == ["ip:new"]
