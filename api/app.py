@@ -15,13 +15,14 @@ from api.auth.guards import init_jwt
 from api.config import Settings
 from api.context import EXTENSION_KEY, AppContext
 from api.database import libpq_url, make_engine
-from api.envelope import error_response
+from api.envelope import ErrorEnvelopeSchema, error_response
 from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
+from api.files.links import Linker, link_secret
 from api.maintenance.callbacks import CallbackDispatcher, callback_config
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
 from api.maintenance.runner import MaintenanceRunner, Service
-from api.files.links import Linker, link_secret
+from api.openapi import ErrorResponses
 from api.queue.notify import Listener, WakeHub
 from api.ratelimit.hooks import init_rate_limits
 from storage import open_storage
@@ -64,7 +65,9 @@ def render_http_exception(error: HTTPException) -> Response:
 
 
 class SkyfleetApi(Api):
-    """flask-smorest's Api, rendering HTTP errors in our envelope."""
+    """flask-smorest's Api, rendering HTTP errors in our envelope (and documenting them so)."""
+
+    ERROR_SCHEMA = ErrorEnvelopeSchema
 
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         return render_http_exception(error)
@@ -93,16 +96,16 @@ def create_app(settings: Settings) -> Flask:
     from api.admin.queues import blp as admin_queues_blp
     from api.admin.routes import blp as admin_blp
     from api.auth.routes import blp as auth_blp
-    from api.events.routes import blp as events_blp
-    from api.files.routes import blp as files_blp
-    from api.files.routes import links_blp
     from api.cors import init_cors
     from api.docs import SWAGGER_UI_CONFIG
     from api.docs import blp as docs_blp
+    from api.events.routes import blp as events_blp
+    from api.files.routes import blp as files_blp
+    from api.files.routes import links_blp
     from api.health import blp as health_blp
+    from api.jobs.routes import blp as jobs_blp
     from api.metrics.routes import blp as metrics_blp
     from api.metrics.routes import install_http_metrics
-    from api.jobs.routes import blp as jobs_blp
     from api.workers.routes import blp as workers_blp
 
     app = Flask("skyfleet")
@@ -132,7 +135,7 @@ def create_app(settings: Settings) -> Flask:
     app.extensions[EXTENSION_KEY] = context
 
     init_jwt(app, settings)
-    api = SkyfleetApi(app)
+    api = SkyfleetApi(app, spec_kwargs={"extra_plugins": [ErrorResponses()]})
     for blueprint in (auth_blp, jobs_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(events_blp)

@@ -148,7 +148,11 @@ def run(cfg: LaunchConfig) -> int:
     """Run the fleet in the foreground until Ctrl-C or SIGTERM."""
     url, key_env, embedded, notes = prepare(cfg)
     api_url = f"http://127.0.0.1:{cfg.port}"
-    env = os.environ | key_env | {"DATABASE_URL": url, "PORT": str(cfg.port)}
+    # Uploads and outputs live in the data directory unless the operator chose otherwise;
+    # the workers will get the same setting (they write outputs where the API serves them).
+    storage_dir = os.environ.get("SKYFLEET_STORAGE_DIR") or str(cfg.data_dir / "storage")
+    storage_env = {"SKYFLEET_STORAGE_DIR": storage_dir}
+    env = os.environ | key_env | storage_env | {"DATABASE_URL": url, "PORT": str(cfg.port)}
     procs: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -164,14 +168,14 @@ def run(cfg: LaunchConfig) -> int:
         )
         procs.append(api)
         _wait_ready(api_url, api)
-        worker_env = os.environ | {
+        worker_env = os.environ | storage_env | {
             "SKYFLEET_API_URL": api_url,
             "SKYFLEET_WORKER_EMAIL": accounts.service_email(LOCAL_WORKER_NAME),
             "SKYFLEET_WORKER_PASSWORD": _secret_file(cfg.data_dir / "local-worker-password"),
         }
         for _ in range(cfg.workers):
             procs.append(subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env))
-        print(f"\nskyfleet is running at {api_url}  (API docs: {api_url}/api/openapi.json)", flush=True)
+        print(f"\nskyfleet is running at {api_url}  (API docs: {api_url}/api/docs)", flush=True)
         for line in notes:
             print(line, flush=True)
         print(f"  data directory: {cfg.data_dir}\n  Ctrl-C stops everything.\n", flush=True)

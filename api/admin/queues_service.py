@@ -2,8 +2,8 @@
 
 Read by ``GET /api/admin/queues`` and ``/api/admin/workers`` and, at every scrape, by the
 ``/metrics`` collector (api/metrics/collector.py). Each read is a few grouped statements over
-small partial indexes (pending jobs, live leases, recently finished jobs, live workers), never
-a scan of the whole history.
+rows that partial indexes pick out (pending jobs, live leases, recently finished jobs, live
+workers), so its cost follows the queue's depth rather than the history kept.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def update_account(conn: Connection, user_id: int, changes: dict[str, Any], acti
     A new password (checked against the policy by the caller) revokes every refresh token.
     """
     account = find_account(conn, user_id)
-    values = {k: changes[k] for k in ("name", "max_active_jobs", "min_priority") if k in changes}
+    values: dict[str, Any] = {k: changes[k] for k in ("name", "max_active_jobs", "min_priority") if k in changes}
     if "roles" in changes:
         roles = sorted({str(role) for role in changes["roles"]})
         _check_roles(account, roles, acting_user_id)

@@ -12,7 +12,14 @@ from api.auth import service
 from api.auth.guards import BEARER, access_token_for, caller, require_roles
 from api.auth.models import Role
 from api.auth.passwords import require_acceptable_password
-from api.auth.schemas import AccountSchema, EmptySchema, LoginSchema, RefreshSchema, RegisterSchema, TokensSchema
+from api.auth.schemas import (
+    AccountSchema,
+    EmptySchema,
+    LoginSchema,
+    RefreshSchema,
+    RegisterSchema,
+    TokensSchema,
+)
 from api.context import ctx
 from api.envelope import envelope, ok
 from api.errors import Forbidden

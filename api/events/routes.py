@@ -73,7 +73,8 @@ class JobEvents(MethodView):
     @blp.alt_response(403, schema=ErrorEnvelopeSchema, description="Only users and admins follow jobs.")
     @blp.alt_response(404, schema=ErrorEnvelopeSchema, description="No such job, or not yours.")
     @blp.alt_response(503, schema=ErrorEnvelopeSchema,
-                      description="This API process serves as many streams as it may; retry after Retry-After.",
+                      description="This API process serves as many streams as it may (retry after "
+                                  "Retry-After), or the database is unavailable.",
                       headers={"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}})
     def get(self, job_id: int) -> Response:
         """Follow a job: a snapshot, then status and progress events, then its final event."""

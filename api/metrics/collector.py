@@ -3,9 +3,12 @@
 Every gauge here describes the shared database, not this process, so it is correct across
 gunicorn processes and API replicas by construction: whichever process a scrape reaches
 answers the same. (Keeping such gauges in process memory would need every process to see
-every change; reading them when asked needs nothing.) A scrape costs the few grouped
-statements of api/admin/queues_service.py, over partial indexes of pending jobs, live
-leases and live workers; with a million pending jobs, about a tenth of a second.
+every change; reading them when asked needs nothing.)
+
+A scrape costs the grouped statements of api/admin/queues_service.py (pending jobs, live
+leases, jobs finished in the last minute, live workers; each has a partial index):
+milliseconds for a queue of thousands. Counting a million pending jobs took about half a
+second on the 2-core development machine, fine for a scrape every 15 s or more.
 """
 
 from __future__ import annotations

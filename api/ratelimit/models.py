@@ -14,7 +14,7 @@ class RateLimitCounter(Base):
     """Hits of one key (``user:42``, ``ip:10.0.0.1``, ``login:alice@…``) in one window."""
 
     __tablename__ = "rate_limit_counters"
-    __table_args__ = {"prefixes": ["UNLOGGED"]}
+    __table_args__ = {"prefixes": ["UNLOGGED"]}  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
 
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     window_start: Mapped[dt.datetime] = mapped_column(primary_key=True)

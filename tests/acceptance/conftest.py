@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,7 +70,7 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(clean_db: str, jwt_key_file: str) -> Iterator[Fleet]:
+def fleet(clean_db: str, jwt_key_file: str, tmp_path: Path) -> Iterator[Fleet]:
     """The API under gunicorn with short leases (2 s), so rescue tests run in seconds."""
     engine = make_engine(clean_db, pool_size=2)
     with engine.begin() as conn:
@@ -84,6 +85,7 @@ def fleet(clean_db: str, jwt_key_file: str) -> Iterator[Fleet]:
         "SKYFLEET_HEARTBEAT_INTERVAL_S": "0.5",
         "SKYFLEET_RESCUE_INTERVAL_S": "0.25",
         "SKYFLEET_WEB_WORKERS": "2",
+        "SKYFLEET_STORAGE_DIR": str(tmp_path / "storage"),
     }
     api = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"],
                            env=env)

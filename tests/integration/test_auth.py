@@ -8,6 +8,7 @@ import jwt as pyjwt
 import pytest
 
 from api.config import generate_private_key_pem, public_key_pem
+from tests.helpers import count
 from tests.integration.conftest import PASSWORD, submit
 
 
@@ -100,3 +101,70 @@ def test_admin_creates_users(app, admin, password):
     created = admin.post("/api/admin/users", body).json["data"]
     assert (created["password"] is None) == (password is not None)
     assert _login(app.test_client(), "carol@example.org", password or created["password"]).status_code == 200
+
+
+def _register(client, **body):
+    return client.post("/api/auth/register", json=body)
+
+
+def test_register_then_log_in(app):
+    client = app.test_client()
+    response = _register(client, email="  Carol.Jones@Example.ORG ", password="a fine long passphrase", name="Carol")
+    assert response.status_code == 201, response.json
+    account = response.json["data"]
+    assert account["email"] == "carol.jones@example.org" and account["roles"] == ["USER"]
+    assert account["name"] == "Carol" and account["is_service"] is False and account["disabled_at"] is None
+    assert "access_token" not in account and "password" not in account
+    login = _login(client, "CAROL.JONES@example.org", "a fine long passphrase")
+    assert login.status_code == 200
+    me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {login.json['data']['access_token']}"})
+    assert me.json["data"]["id"] == account["id"]
+
+
+def test_register_duplicate_email_is_409(app, alice):
+    response = _register(app.test_client(), email="ALICE@example.org", password="a fine long passphrase")
+    assert response.status_code == 409 and response.json["error"]["code"] == "CONFLICT"
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "alice@", "@example.org", "a b@example.org", "",
+                                  "w9@service.skyfleet.internal"])
+def test_register_bad_email_names_the_field(app, email):
+    response = _register(app.test_client(), email=email, password="a fine long passphrase")
+    assert response.status_code == 422
+    details = response.json["error"]["details"]
+    assert details["location"] == "json" and list(details["fields"]) == ["email"]
+
+
+@pytest.mark.parametrize(("password", "problem"), [
+    ("short", "must be at least 12 characters long"),
+    ("x" * 300, "must be at most 256 characters long"),
+    ("password123456", "is one of the most commonly used passwords"),
+    ("zzzzzzzzzzzzzzzz", "must not be one character or a short pattern repeated"),
+    ("dave.brown@example.org", "must not be mostly your email address"),
+])
+def test_register_weak_password_names_the_field(app, engine, password, problem):
+    response = _register(app.test_client(), email="dave.brown@example.org", password=password)
+    assert response.status_code == 422
+    error = response.json["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert list(error["details"]["fields"]) == ["password"] and problem in error["details"]["fields"]["password"]
+    assert count(engine, "users") == 0
+
+
+def test_register_missing_fields(app):
+    response = _register(app.test_client(), name="nobody")
+    assert response.status_code == 422
+    assert set(response.json["error"]["details"]["fields"]) == {"email", "password"}
+
+
+def test_register_when_closed_is_403(app_factory):
+    closed = app_factory(registration="closed")
+    response = _register(closed.test_client(), email="erin@example.org", password="a fine long passphrase")
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "FORBIDDEN" and "registration is closed" in response.json["error"]["message"]
+
+
+def test_password_minimum_is_configurable(app_factory):
+    strict = app_factory(password_min_length=30)
+    response = _register(strict.test_client(), email="fay@example.org", password="a fine long passphrase")
+    assert response.json["error"]["details"]["fields"]["password"] == ["must be at least 30 characters long"]

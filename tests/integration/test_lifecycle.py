@@ -152,8 +152,8 @@ def test_priority_then_run_after_then_fifo(alice, worker_account):
     low = submit(alice, "noop", {"tag": "low"}, priority=9)
     first = submit(alice, "noop", {"tag": "first"})
     second = submit(alice, "noop", {"tag": "second"})
-    urgent = submit(alice, "noop", {"tag": "urgent"}, priority=0)
-    later = submit(alice, "noop", {"tag": "later"}, priority=0,
+    urgent = submit(alice, "noop", {"tag": "urgent"}, priority=2)
+    later = submit(alice, "noop", {"tag": "later"}, priority=2,
                    run_after=(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat())
     wid = register(worker_account)
     order = [j["job_id"] for j in claim(worker_account, wid, max_jobs=10)]

@@ -1,0 +1,44 @@
+"""OpenAPI: every operation documents its error responses, all in the error envelope.
+
+flask-smorest documents what a view declares (its body, its 200, the ``alt_response``s).
+This apispec plugin adds what every view can answer anyway — 401/403 where a token is
+required, 429 where the rate limiter applies, 500 and 503 — and gives every error
+response without a body schema the ``ErrorEnvelope`` schema, so the document tells the
+truth about every status a client may see (schemathesis checks it in the test suite).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import BasePlugin
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+#: Paths the rate limiter skips (service traffic, probes, the document itself).
+UNLIMITED_PREFIXES = ("/api/workers", "/api/health", "/api/openapi.json", "/api/docs", "/metrics")
+
+
+class ErrorResponses(BasePlugin):
+    """Adds the common error responses to every operation (runs after the marshmallow plugin)."""
+
+    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
+                         **kwargs: Any) -> None:
+        for operation in (operations or {}).values():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            common = {"500": "Internal error (it has been logged).",
+                      "503": "The database is unavailable, or the server is busy; retry."}
+            if operation.get("security"):
+                common |= {"401": "Missing, malformed, expired or revoked access token.",
+                           "403": "Your role may not call this."}
+            if path and not path.startswith(UNLIMITED_PREFIXES):
+                common["429"] = "Rate limit exceeded: see the X-RateLimit-* headers and Retry-After."
+            documented = {str(status) for status in responses}
+            for status, description in common.items():
+                if status not in documented:
+                    responses[status] = {"description": description}
+            for status, response in responses.items():
+                code = str(status)
+                is_error = code == "default" or (code.isdigit() and int(code) >= 400)
+                # A string or a $ref names a registered response, which already has the envelope.
+                if is_error and isinstance(response, dict) and "$ref" not in response and "content" not in response:
+                    response["content"] = {"application/json": {"schema": ERROR_REF}}
