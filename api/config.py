@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 ACCESS_TOKEN_TTL_S = 900

@@ -15,7 +15,7 @@ from apispec import BasePlugin
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
 #: Paths the rate limiter skips (service traffic, probes, the document itself).
-UNLIMITED_PREFIXES = ("/api/workers", "/api/health", "/api/openapi.json", "/api/docs", "/metrics")
+UNLIMITED_PREFIXES = ("/api/workers", "/api/health", "/api/openapi.json", "/api/docs", "/api/storage", "/metrics")
 
 
 class ErrorResponses(BasePlugin):

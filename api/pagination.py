@@ -8,12 +8,14 @@ from marshmallow import Schema, fields, validate
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+#: Beyond this the OFFSET would be absurd (and past 2**63 an error); deep listing uses filters.
+MAX_PAGE = 1_000_000
 
 
 class PageArgs(Schema):
     """``page`` (from 1) and ``limit`` (1-100); list endpoints subclass it with filters and ``sort``."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     limit = fields.Integer(load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
 
 

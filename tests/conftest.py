@@ -16,7 +16,8 @@ from api.database import libpq_url
 from api.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("job_results", "job_assignments", "job_requests", "jobs", "workers", "refresh_tokens", "users")
+TABLES = ("rate_limit_counters", "job_results", "job_assignments", "job_requests", "jobs", "workers",
+          "refresh_tokens", "users")
 
 
 class Server:

@@ -24,7 +24,7 @@ from api.auth.guards import BEARER, require_roles
 from api.auth.models import Role
 from api.context import ctx
 from api.envelope import envelope, ok
-from api.jobs.service import pagination
+from api.pagination import pagination
 from jobtypes import job_type_names
 
 blp = Blueprint("admin-queues", __name__, url_prefix="/api/admin",

@@ -24,7 +24,7 @@ from api.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from api.files import service
 from api.files.links import LINK_PATH
 from api.files.schemas import DownloadSchema, FileListArgs, FileSchema, FileUploadFormSchema, FileUploadSchema
-from api.jobs.service import pagination
+from api.pagination import pagination
 from storage import ObjectNotFound, ObjectTooLarge, StorageError
 from storage.signing import verify
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from api.pagination import PageArgs
+
 SORTABLE = ("created_at", "name", "size", "id")
 
 
@@ -29,9 +31,7 @@ class FileSchema(Schema):
     created_at = fields.DateTime(required=True)
 
 
-class FileListArgs(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+class FileListArgs(PageArgs):
     sort = fields.String(
         load_default="-created_at",
         validate=validate.OneOf([f"{sign}{name}" for name in SORTABLE for sign in ("", "-")]),

@@ -47,7 +47,7 @@ def member_name(key: str) -> str:
 def zip_stream(storage: Storage, files: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     """Yield a zip archive of ``files`` (each ``{"key": …}``, one attempt's outputs)."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", allowZip64=True) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", allowZip64=True) as archive:  # type: ignore[call-overload]
         for entry in files:
             key = entry["key"]
             name = member_name(key)

@@ -30,6 +30,7 @@ from api.jobs.schemas import (
     LimitsSchema,
     SubmittedJobSchema,
 )
+from api.pagination import pagination
 from api.queue.submit import NewJob, cancel_job, enqueue_jobs
 from jobtypes import get_job_type
 from storage.netguard import ForbiddenAddress
@@ -94,7 +95,7 @@ class Jobs(MethodView):
             jobs, total = service.list_jobs(conn, caller(), args["page"], args["limit"], args["status"],
                                             args["type"], args["sort"], args["created_after"],
                                             args["created_before"], args["user_id"])
-        return ok(jobs, {"pagination": service.pagination(args["page"], args["limit"], total)})
+        return ok(jobs, {"pagination": pagination(args["page"], args["limit"], total)})
 
     @require_roles(*SUBMITTERS)
     @blp.arguments(JobCreateSchema)

@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from api.jobs.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
+from api.pagination import PageArgs
 from jobtypes import JobStatus, get_job_type, job_type_names
 
 MAX_BATCH = 1000
@@ -142,9 +143,7 @@ class JobDeletedSchema(Schema):
 SORTABLE = ("created_at", "updated_at", "priority", "id")
 
 
-class JobListArgs(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+class JobListArgs(PageArgs):
     status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in JobStatus]))
     type = JobTypeField(load_default=None)
     created_after = fields.AwareDateTime(load_default=None, metadata={"description": "Created at or after."})

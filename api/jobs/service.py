@@ -1,4 +1,4 @@
-"""Reading jobs as their requesters see them."""
+"""Reading jobs as their requesters see them; deleting finished ones."""
 
 from __future__ import annotations
 
@@ -116,7 +116,3 @@ def active_job_count(conn: Connection, user_id: int) -> int:
     ).scalar_one())
 
 
-def pagination(page: int, limit: int, total: int) -> dict[str, Any]:
-    pages = (total + limit - 1) // limit
-    return {"page": page, "per_page": limit, "total": total, "pages": pages,
-            "has_next": page < pages, "has_prev": page > 1}

@@ -42,7 +42,9 @@ from api.ratelimit.service import Count, Limit
 log = logging.getLogger(__name__)
 
 _EXEMPT_PATHS = ("/api/health", "/api/openapi.json")
-_EXEMPT_PREFIXES = ("/api/docs", "/api/workers/")
+#: Signed download links are exempt too: the signature authorises them, and one user fetching a
+#: job's hundreds of output files must not be throttled as an anonymous address.
+_EXEMPT_PREFIXES = ("/api/docs", "/api/workers/", "/api/storage/")
 
 
 def init_rate_limits(app: Flask, settings: Settings) -> None:

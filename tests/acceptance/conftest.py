@@ -86,6 +86,8 @@ def fleet(clean_db: str, jwt_key_file: str, tmp_path: Path) -> Iterator[Fleet]:
         "SKYFLEET_RESCUE_INTERVAL_S": "0.25",
         "SKYFLEET_WEB_WORKERS": "2",
         "SKYFLEET_STORAGE_DIR": str(tmp_path / "storage"),
+        # The tests poll jobs many times a second as one admin; rate limits have their own tests.
+        "SKYFLEET_RATE_LIMIT_PER_MINUTE": "0",
     }
     api = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"],
                            env=env)

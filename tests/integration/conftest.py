@@ -116,23 +116,6 @@ def report(worker: As, worker_id: int, job: dict[str, Any], status: str = "SUCCE
     return worker.post(f"/api/workers/{worker_id}/results", {"results": [body]})
 
 
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits(request: pytest.FixtureRequest) -> None:
-    """Empty the rate-limit counters before each database test.
-
-    Ids restart at 1 in every test and every test client comes from 127.0.0.1, so counts left
-    by earlier tests in the same minute would be charged to the next one.
-    """
-    if "clean_db" not in request.fixturenames:
-        return
-    import psycopg
-
-    from api.database import libpq_url
-
-    with psycopg.connect(libpq_url(request.getfixturevalue("database_url")), autocommit=True) as conn:
-        conn.execute("TRUNCATE rate_limit_counters")
-
-
 @pytest.fixture
 def app_factory(settings: Settings) -> Iterator[Any]:
     """Build extra apps from the test settings with some changed: ``app_factory(cors_origins=("*",))``."""
