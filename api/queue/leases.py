@@ -51,6 +51,8 @@ class ClaimedJob:
     max_attempts: int
     input_payload: dict[str, Any]
     lease_expires_at: dt.datetime
+    #: Seconds the job waited between becoming due and this claim (a metric).
+    waited_s: float = 0.0
 
 
 _CLAIM = text("""
@@ -71,13 +73,14 @@ _CLAIM = text("""
         UPDATE jobs j
         SET status = 'IN_PROGRESS', attempt = j.attempt + 1, started_at = now(), updated_at = now()
         FROM picked WHERE j.id = picked.id
-        RETURNING j.id, j.type, j.attempt, j.max_attempts, j.input_payload, j.priority, j.run_after
+        RETURNING j.id, j.type, j.attempt, j.max_attempts, j.input_payload, j.priority, j.run_after,
+                  greatest(extract(epoch FROM now() - j.run_after), 0)::float8 AS waited_s
     ), leased AS (
         INSERT INTO job_assignments (job_id, worker_id, attempt, expires_at, heartbeat_at)
         SELECT id, :worker_id, attempt, now() + make_interval(secs => :lease_s), now() FROM claimed
         RETURNING id, job_id, expires_at
     )
-    SELECT c.id, l.id, c.type, c.attempt, c.max_attempts, c.input_payload, l.expires_at
+    SELECT c.id, l.id, c.type, c.attempt, c.max_attempts, c.input_payload, l.expires_at, c.waited_s
     FROM claimed c JOIN leased l ON l.job_id = c.id
     ORDER BY c.priority, c.run_after, c.id
 """)
@@ -208,6 +211,9 @@ class ReportOutcome:
     #: The job's status after the report (when accepted).
     status: str | None = None
     run_after: dt.datetime | None = None
+    #: The job's type and how long the attempt ran (claim → report), for metrics.
+    type: str | None = None
+    duration_s: float | None = None
 
 
 # The next status is decided from the row being updated (`j`), so a cancel that lands
@@ -243,7 +249,8 @@ _REPORT = text(f"""
             updated_at = now()
         FROM current c
         WHERE j.id = c.job_id AND j.attempt = c.attempt AND j.status = 'IN_PROGRESS'
-        RETURNING j.id, j.attempt, j.status, j.run_after
+        RETURNING j.id, j.attempt, j.status, j.run_after, j.type,
+                  extract(epoch FROM now() - j.started_at)::float8 AS duration_s
     ), finished_assignments AS (
         UPDATE job_assignments a SET completed_at = now(), outcome = c.outcome, storage_uri = c.storage_uri
         FROM current c JOIN finished_jobs f ON f.id = c.job_id
@@ -254,7 +261,7 @@ _REPORT = text(f"""
         FROM current c JOIN finished_jobs f ON f.id = c.job_id
         WHERE c.outcome = 'SUCCEEDED'
     )
-    SELECT id, attempt, status, run_after FROM finished_jobs
+    SELECT id, attempt, status, run_after, type, duration_s FROM finished_jobs
 """)
 
 
@@ -277,14 +284,15 @@ def report_attempts(conn: Connection, worker_id: int, reports: list[Report]) -> 
         "permanent": [r.permanent for r in reports],
     }
     rows = conn.execute(_REPORT, params).all()
-    done = {(job_id, attempt): (status, run_after) for job_id, attempt, status, run_after in rows}
+    done = {(row[0], row[1]): row[2:] for row in rows}
     outcomes = []
     for r in reports:
         hit = done.pop((r.job_id, r.attempt), None)
         if hit is None:
             outcomes.append(ReportOutcome(r.job_id, r.attempt, accepted=False))
         else:
-            outcomes.append(ReportOutcome(r.job_id, r.attempt, True, hit[0], hit[1]))
+            status, run_after, job_type, duration_s = hit
+            outcomes.append(ReportOutcome(r.job_id, r.attempt, True, status, run_after, job_type, duration_s))
     return outcomes
 
 

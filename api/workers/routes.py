@@ -69,7 +69,7 @@ class Claim(MethodView):
             c, worker_id, caller().user_id, body["job_types"], body["max_jobs"], body["wait_s"],
             service.reports_from(body["results"]),
         )
-        metric_samples.record(c.engine, answer.jobs, answer.reported)
+        metric_samples.record(answer.jobs, answer.reported)
         return ok({"jobs": [service.claimed_view(j) for j in answer.jobs], "drain": answer.drain,
                    "results": [service.outcome_view(o) for o in answer.reported]})
 
@@ -109,7 +109,7 @@ class Results(MethodView):
         with c.transaction() as conn:
             service.touch_worker(conn, worker_id, caller().user_id)
             outcomes = report_attempts(conn, worker_id, service.reports_from(body["results"]))
-        metric_samples.record(c.engine, outcomes=outcomes)
+        metric_samples.record(outcomes=outcomes)
         views = [service.outcome_view(o) for o in outcomes]
         if not any(o.accepted for o in outcomes):
             raise StaleAttempt(details={"results": views})

@@ -12,7 +12,8 @@ from marshmallow import Schema, fields
 from jobtypes import InputFile, JobType
 from jobtypes.catalogue import CATALOGUE, register
 from tests.helpers import count
-from tests.integration.conftest import As, claim, register as register_worker, report, submit
+from tests.integration.conftest import As, claim, report, submit
+from tests.integration.conftest import register as register_worker
 
 
 class _ReadsInput(Schema):

@@ -11,7 +11,7 @@ import socket
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from api.metrics import samples
 from api.queue.leases import ClaimedJob, ReportOutcome
@@ -173,13 +173,11 @@ def test_a_scrape_during_a_database_outage_says_so(app_factory):
     assert not any(name == "pending_tasks_total" for name, _ in got)
 
 
-def test_a_failed_read_back_costs_the_sample_not_the_request():
-    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/nowhere")
-    job = ClaimedJob(1, 1, "sleep", 1, 3, {}, None)  # type: ignore[arg-type]
-    try:
-        samples.record(engine, [job], [ReportOutcome(2, 1, True, "SUCCEEDED")])  # logs, does not raise
-    finally:
-        engine.dispose()
+def test_samples_come_from_what_the_claim_and_report_answered():
+    job = ClaimedJob(1, 1, "sleep", 1, 3, {}, None, waited_s=2.5)  # type: ignore[arg-type]
+    outcomes = [ReportOutcome(2, 1, True, "SUCCEEDED", None, "noop", 0.25), ReportOutcome(3, 1, False)]
+    assert [(c.type, c.waited_s) for c in samples.claim_samples([job])] == [("sleep", 2.5)]
+    assert [(r.type, r.status) for r in samples.result_samples(outcomes)] == [("noop", "SUCCEEDED")]
 
 
 def test_metrics_are_in_the_openapi_document(app):

@@ -8,6 +8,7 @@ from api.config import ConfigError, load_settings
 from worker.config import ConfigError as WorkerConfigError
 from worker.config import load_worker_settings
 
+
 @pytest.fixture
 def base(jwt_private_key: str) -> dict[str, str]:
     return {"DATABASE_URL": "postgresql://localhost/x", "SKYFLEET_JWT_PRIVATE_KEY": jwt_private_key}
