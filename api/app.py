@@ -151,7 +151,8 @@ def create_app(settings: Settings) -> Flask:
         context.listener.ensure_started()
         services: list[Service] = [
             Rescuer(engine, RescuerConfig(interval_s=settings.rescue_interval_s)),
-            Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days)),
+            Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days),
+                   storage=store),
             CallbackDispatcher(engine, callback_config(settings), context.guard),
         ]
         app.extensions["skyfleet.maintenance"] = runner = MaintenanceRunner(dsn, services)

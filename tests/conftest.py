@@ -15,6 +15,9 @@ from api.config import generate_private_key_pem
 from api.database import libpq_url
 from api.migrate import upgrade
 
+#: S3 through moto's server mode: the ``moto_server`` and ``moto_s3`` fixtures.
+pytest_plugins = ["tests.moto"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("rate_limit_counters", "job_results", "job_assignments", "job_requests", "jobs", "workers",
           "refresh_tokens", "users")

@@ -1,6 +1,6 @@
 """An S3 for tests: moto's server in a thread, one fresh bucket per test.
 
-Use it from a test module with ``from tests.moto import moto_s3, moto_server  # noqa: F401``.
+tests/conftest.py loads this module as a pytest plugin, so every test can ask for ``moto_s3``.
 boto3 reads ``AWS_ENDPOINT_URL`` itself, so any ``boto3.client("s3")`` made during the test
 (ours, or one in a subprocess that inherits the environment) talks to this server.
 """

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from api.ratelimit.service import prune_counters
+from storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ class PrunerConfig:
     max_batches: int = PRUNE_MAX_BATCHES
 
 
-# Requests, assignments and results go with their job (ON DELETE CASCADE).
+# Requests, assignments and results go with their job (ON DELETE CASCADE). Only a job that
+# was claimed (attempt > 0) can have written outputs.
 _PRUNE = text("""
     DELETE FROM jobs WHERE id IN (
         SELECT id FROM jobs
@@ -36,17 +38,20 @@ _PRUNE = text("""
         ORDER BY finished_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED)
+    RETURNING id, attempt > 0 AS ran
 """)
 
 
 class Pruner:
-    """Keeps the hot tables small by deleting old finished jobs."""
+    """Keeps the hot tables small by deleting old finished jobs, and their outputs in storage."""
 
     name = "pruner"
 
-    def __init__(self, engine: Engine, config: PrunerConfig = PrunerConfig()) -> None:
+    def __init__(self, engine: Engine, config: PrunerConfig = PrunerConfig(),
+                 storage: Storage | None = None) -> None:
         self.engine = engine
         self.config = config
+        self.storage = storage
         self.interval_s = config.interval_s
 
     def run_once(self) -> int:
@@ -55,7 +60,11 @@ class Pruner:
         total = 0
         for _ in range(self.config.max_batches):
             with self.engine.begin() as conn:
-                deleted = conn.execute(_PRUNE, {"age_s": age_s, "limit": self.config.batch_size}).rowcount
+                rows = conn.execute(_PRUNE, {"age_s": age_s, "limit": self.config.batch_size}).all()
+            deleted = len(rows)
+            # After the commit: a crash in between leaves unreferenced objects, never a result
+            # whose files are gone.
+            self._delete_outputs([job_id for job_id, ran in rows if ran])
             total += deleted
             if deleted < self.config.batch_size:
                 break
@@ -64,3 +73,12 @@ class Pruner:
         # Rate-limit windows are useless once they have ended; a few minutes' worth stay.
         prune_counters(self.engine)
         return total
+
+    def _delete_outputs(self, job_ids: list[int]) -> None:
+        if self.storage is None:
+            return
+        for job_id in job_ids:
+            try:
+                self.storage.delete_prefix(f"jobs/{job_id}")
+            except StorageError:
+                log.warning("could not delete the outputs of pruned job %s", job_id, exc_info=True)

@@ -7,12 +7,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from marshmallow import Schema, fields
 
+from api.auth.models import Role
 from jobtypes import InputFile, JobType
 from jobtypes.catalogue import CATALOGUE, register
 from tests.helpers import count
-from tests.integration.conftest import As, claim, report, submit
+from tests.integration.conftest import As, claim, make_account, report, submit
 from tests.integration.conftest import register as register_worker
 
 
@@ -121,3 +123,18 @@ def test_file_inputs_are_checked_and_protect_the_file(alice, worker_account, eng
     assert report(worker_account, wid, claimed).status_code == 200
     assert alice.delete(f"/api/files/{file['id']}").status_code == 200
     assert count(engine, "job_files") == 0
+
+
+def test_s3_backend_uploads_and_presigned_downloads(app_factory, moto_s3):
+    """The same endpoints on S3 (moto's server): the upload lands in the bucket and the
+    download URL is presigned by S3, fetched without any token."""
+    s3_app = app_factory(storage_backend="s3", s3_bucket=moto_s3["bucket"], s3_prefix="fleet")
+    carol = make_account(s3_app, "carol@example.org", [Role.USER])
+    data = fits_bytes(3000)
+    file = upload(carol, data).json["data"]
+    link = carol.get(f"/api/files/{file['id']}/download").json["data"]
+    assert link["url"].startswith(moto_s3["endpoint_url"]) and "Signature" in link["url"]
+    assert requests.get(link["url"], timeout=10).content == data
+    assert carol.delete(f"/api/files/{file['id']}").status_code == 200
+    # S3 answers 403 rather than 404 for a missing key to a caller without ListBucket.
+    assert requests.get(link["url"], timeout=10).status_code in (403, 404)

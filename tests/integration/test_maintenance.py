@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 from sqlalchemy import text
@@ -13,24 +14,27 @@ from tests.helpers import count, wait_for
 from tests.integration.conftest import claim, register, report, submit
 
 
-def test_pruner_deletes_only_old_finished_jobs(alice, worker_account, engine):
+def test_pruner_deletes_only_old_finished_jobs_and_their_outputs(app, alice, worker_account, engine):
     old = submit(alice, "noop", {"tag": "old"})
     recent = submit(alice, "noop", {"tag": "recent"})
     pending = submit(alice, "noop", {"tag": "pending"})
+    storage = app.extensions["skyfleet"].storage
     wid = register(worker_account)
     for c in claim(worker_account, wid, max_jobs=2):
-        report(worker_account, wid, c)
+        stored = storage.put(f"jobs/{c['job_id']}/attempt-1/out.txt", io.BytesIO(b"output"))
+        report(worker_account, wid, c, files=[{"key": stored.key, "size": stored.size}])
     with engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET finished_at = now() - interval '8 days' WHERE id = :id"), {"id": old["id"]})
         conn.execute(text("UPDATE jobs SET created_at = now() - interval '30 days' WHERE id = :id"),
                      {"id": pending["id"]})
-    pruner = Pruner(engine, PrunerConfig(retention_days=7, batch_size=1))
+    pruner = Pruner(engine, PrunerConfig(retention_days=7, batch_size=1), storage=storage)
     assert pruner.run_once() == 1
     assert pruner.run_once() == 0
     with engine.connect() as conn:
         left = set(conn.execute(text("SELECT id FROM jobs")).scalars())
     assert left == {recent["id"], pending["id"]}
     assert count(engine, "job_results") == 1  # the old job's result went with it
+    assert [o.key for o in storage.list("jobs")] == [f"jobs/{recent['id']}/attempt-1/out.txt"]
 
 
 class _Counter:

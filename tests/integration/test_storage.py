@@ -25,7 +25,6 @@ from storage import (
     open_storage,
 )
 from storage.s3 import S3Storage
-from tests.moto import moto_s3, moto_server  # noqa: F401  (pytest fixtures)
 
 MiB = 1024 * 1024
 
@@ -61,7 +60,7 @@ def local(tmp_path: Path) -> LocalStorage:
 
 
 @pytest.fixture
-def s3(moto_s3: dict[str, str]) -> S3Storage:  # noqa: F811
+def s3(moto_s3: dict[str, str]) -> S3Storage:
     return S3Storage(moto_s3["bucket"], prefix="skyfleet/test")
 
 
