@@ -106,13 +106,3 @@ def delete_job(conn: Connection, who: Caller, job_id: int) -> str:
 def output_prefix(job_id: int, attempt: int | None = None) -> str:
     """Where a job's outputs live in storage: ``jobs/<id>/`` (``attempt-<n>/`` per attempt)."""
     return f"jobs/{job_id}" if attempt is None else f"jobs/{job_id}/attempt-{attempt}"
-
-
-def active_job_count(conn: Connection, user_id: int) -> int:
-    """How many of the user's jobs are pending or running (read through uq_jobs_active_input)."""
-    return int(conn.execute(
-        text("SELECT count(*) FROM jobs WHERE user_id = :u AND status IN ('PENDING', 'IN_PROGRESS')"),
-        {"u": user_id},
-    ).scalar_one())
-
-
