@@ -5,13 +5,15 @@ it to declare which types their handlers implement.
 """
 
 from jobtypes.catalogue import CATALOGUE, JobType, RetryPolicy, get_job_type, job_type_names
-from jobtypes.inputs import InputFile, InputFileSchema, file_refs
+from jobtypes.inputs import Hdu, HduField, InputFile, InputFileSchema, file_refs
 from jobtypes.status import ACTIVE_STATUSES, FINISHED_STATUSES, JobStatus
 
 __all__ = [
     "ACTIVE_STATUSES",
     "CATALOGUE",
     "FINISHED_STATUSES",
+    "Hdu",
+    "HduField",
     "InputFile",
     "InputFileSchema",
     "JobStatus",

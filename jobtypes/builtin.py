@@ -26,6 +26,9 @@ class SleepInput(Schema):
     fail_attempts = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=100))
     #: Fail with a permanent error (no retry) instead of a retryable one.
     permanent = fields.Boolean(load_default=False)
+    #: "sleep"; "spin" burns the CPU (checking for cancellation); "hang" burns it holding the GIL
+    #: and ignores cancellation (the worker must kill it after its grace period).
+    mode = fields.String(load_default="sleep", validate=validate.OneOf(["sleep", "spin", "hang"]))
     tag = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 

@@ -67,3 +67,33 @@ def _refs_in(field: fields.Field, value: Any, path: str) -> Iterator[tuple[str, 
     elif isinstance(field, fields.List) and isinstance(value, list):
         for index, item in enumerate(value):
             yield from _refs_in(field.inner, item, f"{path}.{index}")
+
+
+class HduField(fields.Field):
+    """An HDU by index (``0``, ``1`` …) or by name (``"SCI"``, ``"SCI,2"`` for EXTVER 2).
+
+    Omitted (None): the handler picks the first HDU holding a 2-D image (or a table, for
+    table job types).
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | str:
+        if isinstance(value, bool):
+            raise ValidationError("must be an HDU index (integer ≥ 0) or an HDU name")
+        if isinstance(value, int):
+            if not 0 <= value <= MAX_HDU_INDEX:
+                raise ValidationError(f"HDU index must be between 0 and {MAX_HDU_INDEX}")
+            return value
+        if isinstance(value, str) and 0 < len(value.strip()) <= 70:
+            return value.strip()
+        raise ValidationError("must be an HDU index (integer ≥ 0) or an HDU name (1–70 characters)")
+
+
+MAX_HDU_INDEX = 999
+
+
+def Hdu(**kwargs: Any) -> HduField:
+    """The ``hdu`` field of a job type's input schema (default None: the first suitable HDU)."""
+    kwargs.setdefault("load_default", None)
+    kwargs.setdefault("allow_none", True)
+    metadata = {"description": "HDU index or name (default: the first suitable HDU)."} | kwargs.pop("metadata", {})
+    return HduField(metadata=metadata, **kwargs)

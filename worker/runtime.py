@@ -1,30 +1,51 @@
 """The worker loop: stop check → claim → execute → report; heartbeats on a side thread.
 
-This is the minimal runtime of the foundation: handlers run in threads of this process.
-A result is kept (and its lease heartbeated) until the API has accepted it or rejected it
-as stale, so a finished job is never lost to a network blip.
+Each claimed job gets a thread of this process that fetches its inputs, runs its handler
+in a child process (:mod:`worker.executor`), uploads its outputs and queues its report.
+Nothing CPU-bound runs here, so heartbeats keep every lease alive however hard a handler
+works. A result is kept (and its lease heartbeated) until the API has accepted it or
+rejected it as stale, so a finished job is never lost to a network blip.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from storage import StorageError, open_storage
+from storage.netguard import AddressGuard
 from worker.client import ApiClient, ApiRejected
 from worker.config import WorkerSettings
-from worker.handlers import HANDLERS, Cancelled, JobContext, PermanentError
+from worker.ecs import task_identity
+from worker.executor import Executor, Outcome, Task, failure
+from worker.inputs import InputFetcher, upload_outputs
+from worker.jobs import HANDLERS, PermanentError
 
 log = logging.getLogger(__name__)
 
 #: How long a finished job's report waits for the next claim to carry it before it is sent alone.
 REPORT_DELAY_S = 0.05
+
+
+@dataclass
+class Lease:
+    """A claimed attempt, from claim until the API took its report."""
+
+    job_id: int
+    attempt: int
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    progress: dict[str, Any] | None = None
+    finished: bool = False
 
 
 class Worker:
@@ -36,8 +57,7 @@ class Worker:
         self.client = ApiClient(settings, self.stopping)
         self.worker_id: int | None = None
         self.heartbeat_interval_s = 2.0
-        # (job_id, attempt) → context, from claim until the API took the report.
-        self._leases: dict[tuple[int, int], JobContext] = {}
+        self._leases: dict[tuple[int, int], Lease] = {}
         self._lock = threading.Lock()
         self._busy = 0
         self._slot_freed = threading.Event()
@@ -46,23 +66,38 @@ class Worker:
         self._outbox_ready = threading.Event()
         self._reports_in_flight = 0
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="job")
+        self.storage = open_storage(settings.storage_backend, root=settings.storage_dir,
+                                    bucket=settings.s3_bucket, prefix=settings.s3_prefix)
+        self.fetcher = InputFetcher(self.storage, AddressGuard(settings.allowed_networks),
+                                    settings.max_input_bytes, settings.fetch_timeout_s)
+        self.executor = Executor(preload=[HANDLERS[t].partition(":")[0] for t in settings.job_types])
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def register(self) -> None:
+        s = self.settings
+        attributes = {k: v for k, v in {"pool": s.pool, "revision": s.revision, "launch_id": s.launch_id}.items() if v}
         data = self.client.post("/api/workers", {
-            "name": self.settings.name,
-            "job_types": list(self.settings.job_types),
-            "concurrency": self.settings.concurrency,
+            "name": s.name,
+            "job_types": list(s.job_types),
+            "concurrency": s.concurrency,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
+            "attributes": attributes or None,
+            **task_identity(s.ecs_metadata_uri),
         }, retry_for_s=300)
         self.worker_id = data["id"]
         self.heartbeat_interval_s = float(data["heartbeat_interval_s"])
+        if s.heartbeat_interval_s:
+            self.heartbeat_interval_s = min(self.heartbeat_interval_s, s.heartbeat_interval_s)
         log.info("registered worker %s (%s) for %s", self.worker_id, self.settings.name, self.settings.job_types)
 
     def run(self) -> int:
         """Work until SIGTERM/SIGINT, a drain request or the idle timeout; exit code 0."""
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        # The forkserver imports the handlers while the worker registers.
+        warming = threading.Thread(target=self.executor.warm, args=(1,), name="warm", daemon=True)
+        warming.start()
         self.register()
         threads = [
             threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
@@ -129,37 +164,65 @@ class Worker:
             log.warning("could not deregister")
         self._done.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.executor.close()
 
     # -- executing ---------------------------------------------------------------------
 
     def _start(self, job: dict[str, Any]) -> None:
-        ctx = JobContext(job_id=job["job_id"], attempt=job["attempt"])
+        lease = Lease(job_id=job["job_id"], attempt=job["attempt"])
         with self._lock:
-            self._leases[(ctx.job_id, ctx.attempt)] = ctx
+            self._leases[(lease.job_id, lease.attempt)] = lease
             self._busy += 1
-        self._pool.submit(self._execute, job, ctx)
+        self._pool.submit(self._execute, job, lease)
 
-    def _execute(self, job: dict[str, Any], ctx: JobContext) -> None:
-        report: dict[str, Any] = {"job_id": ctx.job_id, "attempt": ctx.attempt}
+    def _execute(self, job: dict[str, Any], lease: Lease) -> None:
+        report: dict[str, Any] = {"job_id": lease.job_id, "attempt": lease.attempt}
+        workdir = Path(tempfile.mkdtemp(prefix=f"job-{lease.job_id}-{lease.attempt}-", dir=self.settings.work_dir))
         try:
-            handler = HANDLERS[job["type"]]
-            report |= {"status": "SUCCEEDED", "result_payload": handler(job["input_payload"], ctx)}
-        except Cancelled:
-            report |= {"status": "CANCELLED"}
-        except PermanentError as exc:
-            report |= {"status": "FAILED", "error": {"code": "PERMANENT_ERROR", "message": str(exc), "permanent": True}}
-        except Exception as exc:  # a handler's failure is the job's, not the worker's
-            log.warning("job %s attempt %s failed", ctx.job_id, ctx.attempt, exc_info=True)
-            report |= {"status": "FAILED", "error": {
-                "code": type(exc).__name__, "message": f"{exc}\n{traceback.format_exc(limit=5)}"[:10_000]}}
+            outcome = self._attempt(job, lease, workdir)
+            report["status"] = outcome.status
+            if outcome.status == "SUCCEEDED":
+                report["result_payload"] = outcome.result
+                if outcome.outputs:
+                    report["storage_uri"], report["files"] = upload_outputs(
+                        self.storage, lease.job_id, lease.attempt, outcome.outputs)
+            elif outcome.error:
+                report["error"] = outcome.error
+        except StorageError as exc:
+            log.warning("job %s attempt %s: outputs not stored: %s", lease.job_id, lease.attempt, exc)
+            report |= {"status": "FAILED", "error": {"code": "STORAGE_ERROR", "message": str(exc)}}
+        except Exception as exc:  # the runner's failure is the attempt's: retried, never lost
+            log.exception("job %s attempt %s: runner failed", lease.job_id, lease.attempt)
+            report |= {"status": "FAILED", "error": {"code": type(exc).__name__, "message": str(exc)[:10_000]}}
         finally:
-            ctx.finished = True
+            shutil.rmtree(workdir, ignore_errors=True)
+            lease.finished = True
             with self._lock:
                 self._busy -= 1
             self._slot_freed.set()
+        log.info("job %s attempt %s: %s", lease.job_id, lease.attempt, report["status"],
+                 extra={"job_id": lease.job_id, "attempt": lease.attempt})
         with self._lock:
             self._outbox.append(report)
             self._outbox_ready.set()
+
+    def _attempt(self, job: dict[str, Any], lease: Lease, workdir: Path) -> Outcome:
+        """Fetch the inputs into ``workdir`` and run the handler in a child; outputs land in ``workdir/out``."""
+        (workdir / "out").mkdir()
+        try:
+            inputs = self.fetcher.fetch_all(job, workdir)
+        except PermanentError as exc:
+            return failure("PERMANENT_ERROR", str(exc), permanent=True)
+        if lease.cancel_event.is_set():
+            return Outcome("CANCELLED")
+        task = Task(lease.job_id, lease.attempt, job["type"], job["input_payload"], inputs,
+                    str(workdir / "out"), self.settings.memory_budget_mb * 2**20)
+
+        def on_progress(progress: dict[str, Any]) -> None:
+            lease.progress = progress
+
+        return self.executor.run(task, on_progress, lease.cancel_event, float(job.get("timeout_s") or 0),
+                                 self.settings.cancel_grace_s)
 
     # -- side loops --------------------------------------------------------------------
 
@@ -239,11 +302,11 @@ class Worker:
             if data["drain"]:
                 self.draining.set()
             for stop in data["stop"]:
-                ctx = self._leases.get((stop["job_id"], stop["attempt"]))
+                lease = self._leases.get((stop["job_id"], stop["attempt"]))
                 # A finished attempt shows as "lost" once its report landed: nothing to stop.
-                if ctx is not None and not ctx.finished:
+                if lease is not None and not lease.finished:
                     log.info("stopping job %s attempt %s (%s)", stop["job_id"], stop["attempt"], stop["reason"])
-                    ctx.cancel_event.set()
+                    lease.cancel_event.set()
 
 
 def main_loop(settings: WorkerSettings) -> int:

@@ -8,7 +8,7 @@ still live, the job is IN_PROGRESS and its attempt matches, so late actors chang
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -53,6 +53,8 @@ class ClaimedJob:
     lease_expires_at: dt.datetime
     #: Seconds the job waited between becoming due and this claim (a metric).
     waited_s: float = 0.0
+    #: The uploaded files the job reads: file_id, key (where it is stored), size, name.
+    input_files: list[dict[str, Any]] = field(default_factory=list)
 
 
 _CLAIM = text("""

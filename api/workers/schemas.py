@@ -34,6 +34,15 @@ class WorkerSchema(Schema):
     max_claim_wait_s = fields.Float(required=True)
 
 
+class ClaimedInputFileSchema(Schema):
+    """An uploaded file the job reads, and where it is stored."""
+
+    file_id = fields.Integer(required=True)
+    key = fields.String(required=True)
+    size = fields.Integer(required=True)
+    name = fields.String(required=True)
+
+
 class ClaimedJobSchema(Schema):
     job_id = fields.Integer(required=True)
     assignment_id = fields.Integer(required=True)
@@ -43,6 +52,8 @@ class ClaimedJobSchema(Schema):
     input_payload = fields.Dict(required=True)
     lease_expires_at = fields.DateTime(required=True)
     timeout_s = fields.Float(required=True)
+    input_files = fields.List(fields.Nested(ClaimedInputFileSchema), required=True,
+                              metadata={"description": "Where each uploaded file the job names is stored."})
 
 
 class RunningJobSchema(Schema):

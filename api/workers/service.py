@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 
 from api.context import AppContext
 from api.errors import Conflict, NotFound, StaleAttempt
+from api.files.service import input_files_of_jobs
 from api.queue.leases import ClaimedJob, Report, ReportOutcome, claim_jobs, next_due_at, report_attempts
 from jobtypes import CATALOGUE
 
@@ -118,6 +119,9 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
                 first = False
             seen = c.hub.snapshot(claim_types)
             jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
+            if jobs:
+                files = input_files_of_jobs(conn, [j.job_id for j in jobs])
+                jobs = [replace(j, input_files=files.get(j.job_id, [])) for j in jobs]
             remaining = deadline - time.monotonic()
             due_at = next_due_at(conn, claim_types) if not jobs and remaining > 0 else None
         if jobs or remaining <= 0:
@@ -140,6 +144,7 @@ def claimed_view(job: ClaimedJob) -> dict[str, Any]:
         "input_payload": job.input_payload,
         "lease_expires_at": job.lease_expires_at,
         "timeout_s": job_type.timeout_s if job_type else 0.0,
+        "input_files": job.input_files,
     }
 
 

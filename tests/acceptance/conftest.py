@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,17 @@ PASSWORD = "acceptance password"
 WORKER_EMAIL = accounts.service_email("fleet-worker")
 
 
+def _wait_healthy(api: subprocess.Popen[bytes], url: str) -> None:
+    def healthy() -> bool:
+        assert api.poll() is None, "the API exited"
+        try:
+            return requests.get(f"{url}/api/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(healthy, timeout=30, interval=0.2, what="the API to start")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -37,7 +49,19 @@ class Fleet:
     engine: Engine
     api: subprocess.Popen[bytes]
     token: str
+    #: Where the API and the workers keep objects (shared, as on one machine).
+    storage_dir: Path
+    #: Where workers put each job's inputs and outputs while it runs.
+    work_dir: Path
+    api_env: dict[str, str]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def restart_api(self, down_s: float) -> None:
+        """Stop the API, keep it down for ``down_s`` seconds, start it again on the same port."""
+        stop_processes([self.api])
+        time.sleep(down_s)
+        self.api = subprocess.Popen(API_COMMAND, env=self.api_env)
+        _wait_healthy(self.api, self.url)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -63,14 +87,25 @@ class Fleet:
             "SKYFLEET_WORKER_EMAIL": WORKER_EMAIL,
             "SKYFLEET_WORKER_PASSWORD": PASSWORD,
             "SKYFLEET_WORKER_CLAIM_WAIT_S": "2",
+            "SKYFLEET_STORAGE_DIR": str(self.storage_dir),
+            "SKYFLEET_WORKER_WORK_DIR": str(self.work_dir),
         } | env
         proc = subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env)
         self.workers.append(proc)
         return proc
 
 
+API_COMMAND = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]
+
+
 @pytest.fixture
-def fleet(clean_db: str, jwt_key_file: str, tmp_path: Path) -> Iterator[Fleet]:
+def api_env() -> dict[str, str]:
+    """Extra API settings; a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+def fleet(clean_db: str, jwt_key_file: str, tmp_path: Path, api_env: dict[str, str]) -> Iterator[Fleet]:
     """The API under gunicorn with short leases (2 s), so rescue tests run in seconds."""
     engine = make_engine(clean_db, pool_size=2)
     with engine.begin() as conn:
@@ -88,25 +123,18 @@ def fleet(clean_db: str, jwt_key_file: str, tmp_path: Path) -> Iterator[Fleet]:
         "SKYFLEET_STORAGE_DIR": str(tmp_path / "storage"),
         # The tests poll jobs many times a second as one admin; rate limits have their own tests.
         "SKYFLEET_RATE_LIMIT_PER_MINUTE": "0",
-    }
-    api = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"],
-                           env=env)
+    } | api_env
+    api = subprocess.Popen(API_COMMAND, env=env)
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert api.poll() is None, "the API exited"
-        try:
-            return requests.get(f"{url}/api/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
 
     fleet = None
     try:
-        wait_for(healthy, timeout=30, interval=0.2, what="the API to start")
+        _wait_healthy(api, url)
         login = requests.post(f"{url}/api/auth/login", json={"email": "admin@example.org", "password": PASSWORD},
                               timeout=10)
-        fleet = Fleet(url, engine, api, login.json()["data"]["access_token"])
+        fleet = Fleet(url, engine, api, login.json()["data"]["access_token"], tmp_path / "storage",
+                      tmp_path / "work", env)
         yield fleet
     finally:
-        stop_processes((fleet.workers if fleet else []) + [api])
+        stop_processes((fleet.workers if fleet else []) + [fleet.api if fleet else api])
         engine.dispose()

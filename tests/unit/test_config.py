@@ -51,7 +51,22 @@ def test_worker_settings():
     env = {"SKYFLEET_API_URL": "http://api/", "SKYFLEET_WORKER_EMAIL": "w@x", "SKYFLEET_WORKER_PASSWORD": "p"}
     settings = load_worker_settings(env | {"SKYFLEET_WORKER_CONCURRENCY": "8"})
     assert settings.api_url == "http://api" and settings.concurrency == 8 and settings.claim_batch == 8
-    assert set(settings.job_types) == {"noop", "sleep"}
+    assert set(settings.job_types) == {"noop", "sleep", "fits.inspect", "table.page", "spectrum.extract",
+                                       "region.stats", "sources.detect", "image.composite", "image.mosaic"}
+    assert settings.storage_backend == "local" and settings.memory_budget_mb == 2048 and settings.pool is None
+    on_ecs = load_worker_settings(env | {
+        "SKYFLEET_WORKER_POOL": "large", "SKYFLEET_WORKER_REVISION": "skyfleet-worker:7",
+        "ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/x", "SKYFLEET_STORAGE_BACKEND": "s3",
+        "SKYFLEET_S3_BUCKET": "b", "SKYFLEET_ALLOWED_NETWORKS": "10.0.0.0/8, data.example.org"})
+    assert (on_ecs.pool, on_ecs.revision, on_ecs.s3_bucket) == ("large", "skyfleet-worker:7", "b")
+    assert on_ecs.ecs_metadata_uri == "http://169.254.170.2/v4/x"
+    assert on_ecs.allowed_networks == ("10.0.0.0/8", "data.example.org")
+    with pytest.raises(WorkerConfigError, match="SKYFLEET_S3_BUCKET"):
+        load_worker_settings(env | {"SKYFLEET_STORAGE_BACKEND": "s3"})
+    with pytest.raises(WorkerConfigError, match="SKYFLEET_STORAGE_BACKEND"):
+        load_worker_settings(env | {"SKYFLEET_STORAGE_BACKEND": "ftp"})
+    with pytest.raises(WorkerConfigError, match="SKYFLEET_WORKER_MEMORY_MB"):
+        load_worker_settings(env | {"SKYFLEET_WORKER_MEMORY_MB": "1"})
     with pytest.raises(WorkerConfigError, match="SKYFLEET_WORKER_TYPES"):
         load_worker_settings(env | {"SKYFLEET_WORKER_TYPES": "teleport"})
     with pytest.raises(WorkerConfigError, match="SKYFLEET_API_URL"):

@@ -1,0 +1,99 @@
+"""The worker runtime as real processes: CPU hogs keep their leases, hard stops, ECS identity, API outages."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from tests.acceptance.conftest import Fleet
+from tests.helpers import wait_for
+
+
+def _assignments(fleet: Fleet, job_id: int) -> list[tuple[int, str | None]]:
+    with fleet.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT attempt, outcome FROM job_assignments WHERE job_id = :id ORDER BY attempt"), {"id": job_id})]
+
+
+def test_a_job_holding_the_gil_keeps_its_lease(fleet: Fleet):
+    """6 s of C code that never releases the GIL, on a 2 s lease: heartbeats go on from the parent."""
+    fleet.start_worker()
+    job = fleet.submit("sleep", {"seconds": 6, "mode": "hang"})
+    wait_for(lambda: fleet.job(job["id"])["status"] == "SUCCEEDED", timeout=40, interval=0.2,
+             what="the CPU-bound job to finish")
+    assert fleet.job(job["id"])["attempt"] == 1
+    assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # never rescued, never run twice
+
+
+def test_a_cancelled_job_that_ignores_it_is_killed_after_the_grace(fleet: Fleet):
+    fleet.start_worker(SKYFLEET_WORKER_CANCEL_GRACE_S="1", SKYFLEET_WORKER_CONCURRENCY="1")
+    job = fleet.submit("sleep", {"seconds": 300, "mode": "hang"})
+    fleet.wait_running(job["id"])
+    response = requests.post(f"{fleet.url}/api/jobs/{job['id']}/cancel", headers=fleet.headers(), timeout=10)
+    assert response.status_code == 200, response.text
+    wait_for(lambda: fleet.job(job["id"])["status"] == "CANCELLED", timeout=15, interval=0.1,
+             what="the job to be cancelled")
+    # The worker's only slot is free again: the hung process was killed, not waited for.
+    follow = fleet.submit("sleep", {"seconds": 0, "tag": "after"})
+    wait_for(lambda: fleet.job(follow["id"])["status"] == "SUCCEEDED", timeout=15, what="the next job")
+
+
+@pytest.fixture
+def ecs_metadata() -> Iterator[str]:
+    task = {"Cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/skyfleet",
+            "TaskARN": "arn:aws:ecs:eu-west-1:123456789012:task/skyfleet/feedc0de"}
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.dumps(task).encode() if self.path == "/v4/c0ffee/task" else b"{}"
+            self.send_response(200 if self.path == "/v4/c0ffee/task" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v4/c0ffee"
+    server.shutdown()
+    server.server_close()
+
+
+def test_on_ecs_the_worker_registers_its_task_and_pool(fleet: Fleet, ecs_metadata: str):
+    fleet.start_worker(ECS_CONTAINER_METADATA_URI_V4=ecs_metadata, SKYFLEET_WORKER_POOL="large",
+                       SKYFLEET_WORKER_REVISION="skyfleet-worker-large:3", SKYFLEET_WORKER_LAUNCH_ID="l-1")
+
+    def registered() -> tuple[str, str, dict[str, str]] | None:
+        with fleet.engine.connect() as conn:
+            row = conn.execute(text("SELECT ecs_task_arn, ecs_cluster_arn, attributes FROM workers")).first()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    task_arn, cluster_arn, attributes = wait_for(registered, timeout=20, what="the worker to register")
+    assert task_arn == "arn:aws:ecs:eu-west-1:123456789012:task/skyfleet/feedc0de"
+    assert cluster_arn == "arn:aws:ecs:eu-west-1:123456789012:cluster/skyfleet"
+    assert attributes == {"pool": "large", "revision": "skyfleet-worker-large:3", "launch_id": "l-1"}
+
+
+class TestApiOutage:
+    @pytest.fixture
+    def api_env(self) -> dict[str, str]:
+        return {"SKYFLEET_LEASE_S": "60", "SKYFLEET_HEARTBEAT_INTERVAL_S": "1"}
+
+    def test_a_result_finished_while_the_api_is_down_is_delivered_later(self, fleet: Fleet):
+        fleet.start_worker()
+        job = fleet.submit("sleep", {"seconds": 2, "tag": "outage"})
+        fleet.wait_running(job["id"])
+        fleet.restart_api(down_s=5)  # the job finishes while nobody answers
+        wait_for(lambda: fleet.job(job["id"])["status"] == "SUCCEEDED", timeout=40, interval=0.2,
+                 what="the kept result to be delivered")
+        assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]
+        result = requests.get(f"{fleet.url}/api/jobs/{job['id']}/result", headers=fleet.headers(), timeout=10)
+        assert result.json()["data"]["result_payload"]["tag"] == "outage"
