@@ -98,8 +98,8 @@ class Fleet:
         except requests.RequestException:
             return False
 
-    def start_workers(self, count: int, types: str, concurrency: int,
-                      claim_batch: int) -> list[subprocess.Popen[bytes]]:
+    def start_workers(self, count: int, types: str, concurrency: int, claim_batch: int,
+                      extra_env: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` worker processes and wait until each has registered."""
         self.ensure_api()
         env = os.environ | {
@@ -110,7 +110,9 @@ class Fleet:
             "SKYFLEET_WORKER_CONCURRENCY": str(concurrency),
             "SKYFLEET_WORKER_CLAIM_BATCH": str(claim_batch),
             "SKYFLEET_WORKER_CLAIM_WAIT_S": CLAIM_WAIT_S,
-        }
+            "SKYFLEET_STORAGE_DIR": str(self.data_dir / "storage"),
+            "SKYFLEET_WORKER_WORK_DIR": str(self.data_dir / "work"),
+        } | (extra_env or {})
         procs = []
         for _ in range(count):
             self._spawned += 1

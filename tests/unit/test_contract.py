@@ -21,7 +21,8 @@ def test_input_hash_is_canonical():
 
 def test_job_create_fills_defaults_of_the_type():
     loaded = JobCreateSchema().load({"type": "sleep", "input_payload": {"seconds": 2}})
-    assert loaded["input_payload"] == {"seconds": 2.0, "fail_attempts": 0, "permanent": False, "tag": None}
+    assert loaded["input_payload"] == {"seconds": 2.0, "fail_attempts": 0, "permanent": False, "tag": None,
+                                       "mode": "sleep"}
     assert loaded["priority"] == 5 and loaded["cache"] is True and loaded["run_after"] is None
 
 
