@@ -37,6 +37,9 @@ class JobType:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Rough memory need, so pools can be sized: "small" (<256 MiB), "medium", "large".
     resource_class: str = "small"
+    #: Peak bytes of memory the handler needs per input pixel (all channels together); a
+    #: worker refuses, as a permanent error, an input whose estimate exceeds its budget.
+    bytes_per_pixel: float = 0.0
 
 
 CATALOGUE: dict[str, JobType] = {}
@@ -60,5 +63,5 @@ def job_type_names() -> list[str]:
     return sorted(CATALOGUE)
 
 
-# Built-in types register themselves on import.
-from jobtypes import builtin  # noqa: F401
+# Job types register themselves on import.
+from jobtypes import builtin, fitsfiles, imaging, photometry  # noqa: F401

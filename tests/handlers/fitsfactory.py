@@ -35,7 +35,7 @@ def gaussian_stars(shape: tuple[int, int], positions: Sequence[tuple[float, floa
     image = rng.normal(sky, noise, shape)
     sigma = fwhm_px / 2.3548
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    fluxes = [flux] * len(positions) if np.isscalar(flux) else list(flux)  # type: ignore[arg-type]
+    fluxes = [float(flux)] * len(positions) if isinstance(flux, (int, float)) else [float(f) for f in flux]
     for (x, y), f in zip(positions, fluxes, strict=True):
         r = int(6 * sigma) + 1
         x0, x1, y0, y1 = max(0, int(x) - r), min(shape[1], int(x) + r + 2), max(0, int(y) - r), min(shape[0], int(y) + r + 2)
