@@ -102,6 +102,8 @@ def create_app(settings: Settings) -> Flask:
     from api.events.routes import blp as events_blp
     from api.files.routes import blp as files_blp
     from api.files.routes import links_blp
+    from api.fleet.routes import admin_blp as admin_fleet_blp
+    from api.fleet.routes import blp as manager_blp
     from api.health import blp as health_blp
     from api.jobs.routes import blp as jobs_blp
     from api.metrics.routes import blp as metrics_blp
@@ -139,7 +141,7 @@ def create_app(settings: Settings) -> Flask:
     for blueprint in (auth_blp, jobs_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(events_blp)
-    for blueprint in (admin_queues_blp, metrics_blp):
+    for blueprint in (admin_queues_blp, admin_fleet_blp, manager_blp, metrics_blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(docs_blp)
     install_http_metrics(app)

@@ -4,9 +4,10 @@ from api.auth.models import RefreshToken, Role, User
 from api.callbacks.models import CallbackDelivery
 from api.database import Base
 from api.files.models import File, JobFile
+from api.fleet.models import ManagerLease, Pool, ScalingDecision
 from api.jobs.models import Job, JobAssignment, JobRequest, JobResult
 from api.ratelimit.models import RateLimitCounter
 from api.workers.models import Worker
 
 __all__ = ["Base", "CallbackDelivery", "File", "Job", "JobAssignment", "JobFile", "JobRequest", "JobResult",
-           "RateLimitCounter", "RefreshToken", "Role", "User", "Worker"]
+           "ManagerLease", "Pool", "RateLimitCounter", "RefreshToken", "Role", "ScalingDecision", "User", "Worker"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from api.fleet.service import DECISION_RETENTION_S, DECISIONS_KEPT_PER_POOL, prune_decisions
 from api.ratelimit.service import prune_counters
 from storage import Storage, StorageError
 
@@ -25,6 +26,9 @@ class PrunerConfig:
     retention_days: float = RETENTION_DAYS
     batch_size: int = PRUNE_BATCH
     max_batches: int = PRUNE_MAX_BATCHES
+    #: Scaling decisions: the newest this many per pool, none older than decision_retention_s.
+    decisions_per_pool: int = DECISIONS_KEPT_PER_POOL
+    decision_retention_s: float = DECISION_RETENTION_S
 
 
 # Requests, assignments and results go with their job (ON DELETE CASCADE). Only a job that
@@ -72,6 +76,9 @@ class Pruner:
             log.info("pruned finished jobs", extra={"count": total})
         # Rate-limit windows are useless once they have ended; a few minutes' worth stay.
         prune_counters(self.engine)
+        decisions = prune_decisions(self.engine, self.config.decisions_per_pool, self.config.decision_retention_s)
+        if decisions:
+            log.info("pruned scaling decisions", extra={"count": decisions})
         return total
 
     def _delete_outputs(self, job_ids: list[int]) -> None:

@@ -47,14 +47,25 @@ _CHECK = text("""
     SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
 """)
 
+# A claim holds a share lock on its worker's row until it commits, and a drain (api/fleet)
+# takes the row's update lock before it looks for running jobs: so either the claim sees
+# ``draining`` and takes nothing, or the drain waits for the claim and sees its jobs.
+_CHECK_FOR_CLAIM = text("""
+    SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
+    FOR SHARE
+""")
 
-def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool = False) -> WorkerRow:
+
+def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool = False,
+                 claiming: bool = False) -> WorkerRow:
     """The caller's worker; 404 unless it is this service account's, 409 if it was stopped.
 
     Only a heartbeat records liveness (a write); claims and reports just read the row, so
-    the hot path does not rewrite the workers table on every request.
+    the hot path does not rewrite the workers table on every request. ``claiming`` share-locks
+    the row for the rest of the transaction (see ``_CHECK_FOR_CLAIM``).
     """
-    row = conn.execute(_TOUCH if heartbeat else _CHECK, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
+    statement = _TOUCH if heartbeat else _CHECK_FOR_CLAIM if claiming else _CHECK
+    row = conn.execute(statement, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
     if row is None:
         raise NotFound(f"worker {worker_id} not found")
     if row.stopped_at is not None:
@@ -109,14 +120,15 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
     first = True
     while True:
         with c.transaction() as conn:
+            # Every pass re-reads the worker: one drained while it waited must not get work.
+            worker = touch_worker(conn, worker_id, user_id, claiming=True)
             if first:
-                worker = touch_worker(conn, worker_id, user_id)
                 if reports:
                     reported = report_attempts(conn, worker_id, reports)
                 claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
-                if worker.draining or not claim_types:
-                    return ClaimAnswer([], worker.draining, reported)
                 first = False
+            if worker.draining or not claim_types:
+                return ClaimAnswer([], worker.draining, reported)
             seen = c.hub.snapshot(claim_types)
             jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
             if jobs:

@@ -50,7 +50,7 @@ def ecs_metadata() -> Iterator[str]:
             "TaskARN": "arn:aws:ecs:eu-west-1:123456789012:task/skyfleet/feedc0de"}
 
     class Metadata(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             body = json.dumps(task).encode() if self.path == "/v4/c0ffee/task" else b"{}"
             self.send_response(200 if self.path == "/v4/c0ffee/task" else 404)
             self.send_header("Content-Length", str(len(body)))

@@ -14,7 +14,8 @@ from tests.integration.conftest import claim, register, report, submit
 def test_submit_claim_succeed_and_read_result(alice, worker_account):
     job = submit(alice, "sleep", {"seconds": 0, "tag": "a"})
     assert job["status"] == "PENDING" and job["origin"] == "created" and job["attempt"] == 0
-    assert job["input_payload"] == {"seconds": 0.0, "fail_attempts": 0, "permanent": False, "tag": "a"}
+    assert job["input_payload"] == {"seconds": 0.0, "fail_attempts": 0, "permanent": False, "tag": "a",
+                                    "mode": "sleep"}
     wid = register(worker_account)
     (claimed,) = claim(worker_account, wid)
     assert claimed["job_id"] == job["id"] and claimed["attempt"] == 1 and claimed["type"] == "sleep"

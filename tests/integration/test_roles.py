@@ -21,6 +21,7 @@ ALLOWED = [
     ("/api/auth/me", {"ADMIN", "USER", "WORKER", "MANAGER"}),
     ("/api/admin", {"ADMIN"}),
     ("/api/workers", {"WORKER"}),
+    ("/api/manager", {"MANAGER", "ADMIN"}),
     ("/api/jobs", {"ADMIN", "USER"}),
     ("/api/files", {"ADMIN", "USER"}),
 ]

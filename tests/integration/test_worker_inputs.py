@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -22,9 +23,9 @@ FITS = b"SIMPLE  =                    T" + b" " * 2850
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, bytes]] = {}
+    routes: ClassVar[dict[str, tuple[int, bytes]]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         status, body = self.routes.get(self.path, (404, b"no"))
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))

@@ -1,0 +1,1 @@
+"""Fleet management: the pools the manager runs, its scaling decisions and its lease."""
