@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+INFRA_STAMP := $(VENV)/.installed-infra
 
 .PHONY: install run test bench lint clean
 
@@ -12,6 +13,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The AWS CDK (and cfn-lint) only for the infra tests: `make run` stays lean.
+$(INFRA_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,infra]'
+	touch $(INFRA_STAMP)
+
 install: $(STAMP)
 
 ## Start the whole fleet (embedded PostgreSQL unless DATABASE_URL is set).
@@ -19,7 +25,7 @@ run: install
 	$(VENV)/bin/skyfleet run
 
 ## Run the test suite against a real PostgreSQL (embedded, or TEST_DATABASE_URL).
-test: install
+test: $(INFRA_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Benchmarks (not part of `make test`); prints figures.
@@ -27,8 +33,8 @@ bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check api worker manager jobtypes tests bench
-	$(VENV)/bin/mypy api worker manager jobtypes bench
+	$(VENV)/bin/ruff check api worker manager jobtypes storage infra tests bench
+	$(VENV)/bin/mypy api worker manager jobtypes storage infra bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
