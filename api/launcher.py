@@ -1,13 +1,15 @@
 """``skyfleet run``: the whole fleet on one machine, for a newcomer and for development.
 
 Starts (or reuses) an embedded PostgreSQL when ``DATABASE_URL`` is unset, migrates it,
-makes sure there is an admin and a local worker service account, then runs the API under
-gunicorn and one local worker process. Ctrl-C stops everything; the data stays in the
-data directory for the next run.
+makes sure there are an admin and the local worker and manager service accounts, then runs
+the API under gunicorn and the manager with its local backend, which starts worker
+processes as the queue needs them (none while it is empty). Ctrl-C stops everything; the
+data stays in the data directory for the next run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -30,6 +32,9 @@ DEFAULT_PORT = 8000
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 LOCAL_WORKER_NAME = "local-worker"
+LOCAL_MANAGER_NAME = "local-manager"
+#: Most worker processes the local pool runs (SKYFLEET_LOCAL_WORKERS).
+LOCAL_MAX_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class LaunchConfig:
     admin_password: str | None
     #: A PEM file with the RSA signing key; None: SKYFLEET_JWT_PRIVATE_KEY, or one generated in data_dir.
     jwt_key_file: str | None
+    #: The local pool's maximum worker processes (0: no manager, no workers).
     workers: int
     #: SKYFLEET_JWT_PRIVATE_KEY is set (the API reads it itself).
     jwt_key_in_env: bool = False
@@ -55,7 +61,7 @@ def launch_config_from_env() -> LaunchConfig:
         admin_email=env.get("SKYFLEET_ADMIN_EMAIL") or None,
         admin_password=env.get("SKYFLEET_ADMIN_PASSWORD") or None,
         jwt_key_file=env.get("SKYFLEET_JWT_PRIVATE_KEY_FILE") or None,
-        workers=int(env.get("SKYFLEET_LOCAL_WORKERS", "1")),
+        workers=int(env.get("SKYFLEET_LOCAL_WORKERS", str(LOCAL_MAX_WORKERS))),
         jwt_key_in_env=bool(env.get("SKYFLEET_JWT_PRIVATE_KEY")),
     )
 
@@ -100,6 +106,9 @@ def prepare(cfg: LaunchConfig) -> tuple[str, dict[str, str], EmbeddedPostgres | 
             worker_password = _secret_file(cfg.data_dir / "local-worker-password")
             accounts.ensure_account(conn, accounts.service_email(LOCAL_WORKER_NAME), worker_password,
                                     [Role.WORKER], LOCAL_WORKER_NAME, is_service=True)
+            manager_password = _secret_file(cfg.data_dir / "local-manager-password")
+            accounts.ensure_account(conn, accounts.service_email(LOCAL_MANAGER_NAME), manager_password,
+                                    [Role.MANAGER], LOCAL_MANAGER_NAME, is_service=True)
     finally:
         engine.dispose()
     return url, key_env, embedded, notes
@@ -144,6 +153,26 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = STOP
             proc.wait()
 
 
+def manager_env(cfg: LaunchConfig, api_url: str, storage_env: dict[str, str]) -> dict[str, str]:
+    """The manager's environment; its local workers inherit it (less ``SKYFLEET_MANAGER_*``).
+
+    Unless the operator configured pools, there is one local pool of 0 to ``cfg.workers``
+    processes serving every job type.
+    """
+    env = os.environ | storage_env | {
+        "SKYFLEET_API_URL": api_url,
+        "SKYFLEET_MANAGER_EMAIL": accounts.service_email(LOCAL_MANAGER_NAME),
+        "SKYFLEET_MANAGER_PASSWORD": _secret_file(cfg.data_dir / "local-manager-password"),
+        "SKYFLEET_WORKER_EMAIL": accounts.service_email(LOCAL_WORKER_NAME),
+        "SKYFLEET_WORKER_PASSWORD": _secret_file(cfg.data_dir / "local-worker-password"),
+        "SKYFLEET_WORKER_WORK_DIR": str(cfg.data_dir / "worker"),
+    }
+    if not (env.get("SKYFLEET_MANAGER_POOLS") or env.get("SKYFLEET_MANAGER_POOLS_FILE")):
+        env["SKYFLEET_MANAGER_POOLS"] = json.dumps([{"name": "local", "job_types": "*", "backend": "local",
+                                                     "min": 0, "max": cfg.workers}])
+    return env
+
+
 def run(cfg: LaunchConfig) -> int:
     """Run the fleet in the foreground until Ctrl-C or SIGTERM."""
     url, key_env, embedded, notes = prepare(cfg)
@@ -168,16 +197,15 @@ def run(cfg: LaunchConfig) -> int:
         )
         procs.append(api)
         _wait_ready(api_url, api)
-        worker_env = os.environ | storage_env | {
-            "SKYFLEET_API_URL": api_url,
-            "SKYFLEET_WORKER_EMAIL": accounts.service_email(LOCAL_WORKER_NAME),
-            "SKYFLEET_WORKER_PASSWORD": _secret_file(cfg.data_dir / "local-worker-password"),
-        }
-        for _ in range(cfg.workers):
-            procs.append(subprocess.Popen([sys.executable, "-m", "worker"], env=worker_env))
+        if cfg.workers:
+            manager = subprocess.Popen([sys.executable, "-m", "manager"], env=manager_env(cfg, api_url, storage_env))
+            procs.append(manager)
         print(f"\nskyfleet is running at {api_url}  (API docs: {api_url}/api/docs)", flush=True)
         for line in notes:
             print(line, flush=True)
+        if cfg.workers:
+            print(f"  workers: 0 to {cfg.workers} local processes, started by the manager as jobs arrive "
+                  f"(see {api_url}/api/admin/status)", flush=True)
         print(f"  data directory: {cfg.data_dir}\n  Ctrl-C stops everything.\n", flush=True)
         while not stopping:
             if api.poll() is not None:
@@ -186,8 +214,10 @@ def run(cfg: LaunchConfig) -> int:
             time.sleep(0.5)
         return 0
     finally:
-        # Workers first (they release their jobs), then the API, then the database.
-        stop_processes(list(reversed(procs)))
+        # The manager first (it stops its workers, which finish or release their jobs while the
+        # API still answers), then the API, then the database.
+        for proc in reversed(procs):
+            stop_processes([proc])
         if embedded is not None:
             embedded.stop()
         print("skyfleet stopped.", flush=True)

@@ -56,6 +56,12 @@ Scenarios (``--only a,b``; all by default, in this order):
     ``type = <one type>`` in its place is timed too. The ``EXPLAIN (ANALYZE, BUFFERS)`` of
     the claim at the largest N is printed, saying whether it uses ``ix_jobs_claimable``.
 
+``manager``
+    The manager (``python -m manager``, local backend, tick 1 s) with one pool of max
+    ``--workers``: from zero workers, a burst of 500 one-second ``sleep`` jobs; seconds to the
+    first worker, to the pool's max, to drain (against the ideal at max workers) and back to
+    zero. See ``bench/manager.py``.
+
 ``--quick`` is a smoke run (small sizes; about a minute in all, most of it start-up, lease
 expiry and workers finishing their 5 s long polls on SIGTERM). Any size option overrides
 the full or quick default. The exit code is 0 when every scenario was measured, whether or
@@ -84,13 +90,14 @@ from bench.errors import BenchError
 from bench.figures import Figure, ScenarioResult, format_figure, say
 from bench.fleet import ROOT, Fleet
 from bench.latency import bench_latency
+from bench.manager import bench_manager
 from bench.options import KNOBS, Options
 from bench.report import meta, print_summary, write_results
 from bench.rescue import bench_rescue
 from bench.throughput import bench_throughput
 
 DEFAULT_DATA_DIR = ROOT / ".skyfleet" / "bench"
-SCENARIOS = ("enqueue", "throughput", "latency", "rescue", "claim")
+SCENARIOS = ("enqueue", "throughput", "latency", "rescue", "claim", "manager")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +147,7 @@ SCENARIO_FUNCS: dict[str, Callable[[Fleet, Options], ScenarioResult]] = {
     "latency": bench_latency,
     "rescue": bench_rescue,
     "claim": bench_claim,
+    "manager": bench_manager,
 }
 
 

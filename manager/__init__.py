@@ -1,5 +1,6 @@
-"""The manager: scales workers to match queue depth (local processes or ECS tasks).
+"""The manager: scales each pool's workers to its queue depth (local processes or ECS tasks).
 
-Not built yet; it arrives with its own issue. It will be an HTTP client of the API with a
-MANAGER service account, like the workers, and never touch the database.
+An HTTP client of the API with a MANAGER service account; it never touches the database.
+``config`` (settings and pools), ``policy`` (the pure ``desired_workers``), ``backends``
+(``local`` and ``ecs``), ``loop`` (observe → decide → act → record), ``api_client``.
 """

@@ -196,15 +196,18 @@ class Worker:
             report |= {"status": "FAILED", "error": {"code": type(exc).__name__, "message": str(exc)[:10_000]}}
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-            lease.finished = True
+            if "status" not in report:  # only a BaseException (e.g. interpreter exit) gets here
+                report |= {"status": "FAILED", "error": {"code": "WORKER_STOPPED", "message": "the worker stopped"}}
+            # The report is queued in the same step that frees the slot: a shutdown that sees
+            # nothing busy must also see this report waiting, or it would exit without sending it.
             with self._lock:
+                self._outbox.append(report)
+                self._outbox_ready.set()
+                lease.finished = True
                 self._busy -= 1
             self._slot_freed.set()
         log.info("job %s attempt %s: %s", lease.job_id, lease.attempt, report["status"],
                  extra={"job_id": lease.job_id, "attempt": lease.attempt})
-        with self._lock:
-            self._outbox.append(report)
-            self._outbox_ready.set()
 
     def _attempt(self, job: dict[str, Any], lease: Lease, workdir: Path) -> Outcome:
         """Fetch the inputs into ``workdir`` and run the handler in a child; outputs land in ``workdir/out``."""
