@@ -10,5 +10,6 @@ What each scenario measures, and how, is described in ``bench/__main__.py``. The
 - ``figures``: figure records, targets and their formatting; ``report``: summary and results.json;
 - ``cpu``: CPU accounting per role from /proc;
 - ``errors``: :class:`~bench.errors.BenchError`;
-- one module per scenario: ``enqueue``, ``throughput``, ``latency``, ``rescue``, ``claim``.
+- one module per scenario: ``enqueue``, ``throughput``, ``latency``, ``rescue``, ``claim``, ``manager``,
+  ``jobtypes`` (with ``astro_inputs``, its inputs, and ``direct``, the direct run).
 """

@@ -34,6 +34,8 @@ KNOBS = (
     Knob("claim_sizes", "10000,1000000", "10000,100000", "pending queue sizes, comma-separated (claim)"),
     Knob("claim_repeats", 200, 50, "timed claims per queue size, at most (claim)"),
     Knob("claim_budget_s", 60.0, 15.0, "seconds of claiming per queue size, at most (claim)"),
+    Knob("jobtype_repeats", 3, 1, "runs of each job type, through the fleet and direct; medians count (jobtypes)"),
+    Knob("jobtype_types", "all", "all", "job types to measure, comma-separated, or all (jobtypes)"),
 )
 
 
@@ -60,3 +62,5 @@ class Options:
     claim_sizes: tuple[int, ...]
     claim_repeats: int
     claim_budget_s: float
+    jobtype_repeats: int
+    jobtype_types: str

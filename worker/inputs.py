@@ -47,17 +47,30 @@ class InputFetcher:
                 upload = uploads.get(ref["file_id"])
                 if upload is None:
                     raise PermanentError(f"file {ref['file_id']} is not available to this job")
-                self._from_storage(upload["key"], path)
+                path = self._from_storage(upload["key"], path)
             elif "key" in ref:
-                self._from_storage(ref["key"], path)
+                path = self._from_storage(ref["key"], path)
             else:
                 self._from_url(ref["url"], path)
             local[ref_id(ref)] = str(path)
         return local
 
-    def _from_storage(self, key: str, path: Path) -> None:
+    def _from_storage(self, key: str, path: Path) -> Path:
+        """The object as a local file: read in place from a local store (objects are immutable and
+        replaced only by rename), else downloaded to ``path``."""
+        try:
+            in_place = self.storage.local_path(key)
+        except StorageError as exc:
+            raise PermanentError(f"input {key!r}: {exc}") from None
+        if in_place is not None:
+            if not in_place.is_file():
+                raise PermanentError(f"input {key!r} does not exist in storage")
+            if in_place.stat().st_size > self.max_bytes:
+                raise PermanentError(f"input {key!r} is larger than the limit of {self.max_bytes} bytes")
+            return in_place
         try:
             self.storage.get_file(key, path, self.max_bytes)
+            return path
         except ObjectNotFound:
             raise PermanentError(f"input {key!r} does not exist in storage") from None
         except ObjectTooLarge:
