@@ -143,8 +143,18 @@ class Worker:
         return 0
 
     def _shutdown(self) -> None:
-        deadline = time.monotonic() + self.settings.stop_grace_s
-        while self._busy and time.monotonic() < deadline:
+        """Finish or release the running jobs, send every report, deregister.
+
+        Drained (scale-in, redeploy) the worker finishes every running job however long it
+        takes; stopping (SIGTERM, also during a drain) it gives them ``stop_grace_s`` from the
+        signal, then releases what still runs.
+        """
+        deadline: float | None = None
+        while self._busy:
+            if self.stopping.is_set():
+                deadline = deadline or time.monotonic() + self.settings.stop_grace_s
+                if time.monotonic() >= deadline:
+                    break
             self._slot_freed.wait(0.2)
             self._slot_freed.clear()
         with self._lock:

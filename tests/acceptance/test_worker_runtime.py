@@ -97,3 +97,18 @@ class TestApiOutage:
         assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]
         result = requests.get(f"{fleet.url}/api/jobs/{job['id']}/result", headers=fleet.headers(), timeout=10)
         assert result.json()["data"]["result_payload"]["tag"] == "outage"
+
+
+def test_a_drained_worker_finishes_its_jobs_however_long_then_exits(fleet: Fleet):
+    """Draining (scale-in, redeploy) is not SIGTERM: no grace period, nothing released."""
+    worker = fleet.start_worker(SKYFLEET_WORKER_STOP_GRACE_S="1")
+    job = fleet.submit("sleep", {"seconds": 4, "tag": "drained"})
+    fleet.wait_running(job["id"])
+    with fleet.engine.connect() as conn:
+        worker_id = conn.execute(text("SELECT id FROM workers WHERE pid = :pid"), {"pid": worker.pid}).scalar_one()
+    response = requests.post(f"{fleet.url}/api/manager/workers/drain", headers=fleet.headers(), timeout=10,
+                             json={"worker_ids": [worker_id], "only_idle": False})
+    assert response.json()["data"]["drained"] == [worker_id]
+    assert worker.wait(30) == 0
+    assert fleet.job(job["id"])["status"] == "SUCCEEDED"
+    assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # finished, not released after 1 s
