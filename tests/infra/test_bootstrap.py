@@ -38,7 +38,8 @@ def _env(admin_password: str, worker_password: str) -> dict[str, str]:
             "WORKER_PW": worker_password}
 
 
-def test_bootstrap_creates_then_resyncs_accounts(bootstrap, database_url):
+def test_bootstrap_creates_then_resyncs_accounts(bootstrap, clean_db):
+    database_url = clean_db  # emptied afterwards: the accounts must not leak into other tests
     first = bootstrap.bootstrap(database_url, bootstrap.account_specs(_env("first admin secret 1", "w" * 8 + "x1y2z3")))
     again = bootstrap.bootstrap(database_url, bootstrap.account_specs(_env("rotated admin secret 2", "rotated-w0rker")))
     assert first == again  # the same accounts, their passwords reset
