@@ -9,10 +9,12 @@ large) are permanent errors; network trouble is retryable.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import requests
+from marshmallow import Schema
 
 from jobtypes import file_refs, get_job_type
 from storage import ObjectNotFound, ObjectTooLarge, Storage, StorageError
@@ -20,13 +22,20 @@ from storage.netguard import AddressGuard, FetchTooLarge, ForbiddenAddress, fetc
 from worker.jobs import PermanentError, ref_id
 
 
+@cache
+def _input_schema(job_type: str) -> Schema | None:
+    """One schema instance per type: building a marshmallow schema costs more than using it."""
+    found = get_job_type(job_type)
+    return None if found is None else found.input_schema()
+
+
 def input_refs(job_type: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Every distinct input-file reference in ``payload``."""
-    found = get_job_type(job_type)
-    if found is None:
+    schema = _input_schema(job_type)
+    if schema is None:
         return []
     refs: dict[str, dict[str, Any]] = {}
-    for _path, ref in file_refs(found.input_schema(), payload):
+    for _path, ref in file_refs(schema, payload):
         refs.setdefault(ref_id(ref), ref)
     return list(refs.values())
 
@@ -42,6 +51,7 @@ class InputFetcher:
         uploads = {f["file_id"]: f for f in job.get("input_files", [])}
         local: dict[str, str] = {}
         for index, ref in enumerate(input_refs(job["type"], job["input_payload"])):
+            into.mkdir(parents=True, exist_ok=True)
             path = into / f"input-{index}.fits"
             if "file_id" in ref:
                 upload = uploads.get(ref["file_id"])

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -187,7 +187,9 @@ class Worker:
 
     def _execute(self, job: dict[str, Any], lease: Lease) -> None:
         report: dict[str, Any] = {"job_id": lease.job_id, "attempt": lease.attempt}
-        workdir = Path(tempfile.mkdtemp(prefix=f"job-{lease.job_id}-{lease.attempt}-", dir=self.settings.work_dir))
+        # Made only when something is written to it (inputs, outputs): most jobs of a busy fleet of
+        # small jobs touch no file at all.
+        workdir = self.settings.work_dir / f"job-{lease.job_id}-{lease.attempt}-{secrets.token_hex(4)}"
         try:
             outcome = self._attempt(job, lease, workdir)
             report["status"] = outcome.status
@@ -205,7 +207,8 @@ class Worker:
             log.exception("job %s attempt %s: runner failed", lease.job_id, lease.attempt)
             report |= {"status": "FAILED", "error": {"code": type(exc).__name__, "message": str(exc)[:10_000]}}
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir.exists():
+                shutil.rmtree(workdir, ignore_errors=True)
             if "status" not in report:  # only a BaseException (e.g. interpreter exit) gets here
                 report |= {"status": "FAILED", "error": {"code": "WORKER_STOPPED", "message": "the worker stopped"}}
             # The report is queued in the same step that frees the slot: a shutdown that sees
@@ -221,7 +224,6 @@ class Worker:
 
     def _attempt(self, job: dict[str, Any], lease: Lease, workdir: Path) -> Outcome:
         """Fetch the inputs into ``workdir`` and run the handler in a child; outputs land in ``workdir/out``."""
-        (workdir / "out").mkdir()
         try:
             inputs = self.fetcher.fetch_all(job, workdir)
         except PermanentError as exc:

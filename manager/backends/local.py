@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 KILL_AFTER_S = 60.0
 #: On manager shutdown: how long the workers get to finish or release their jobs.
 CLOSE_TIMEOUT_S = 15.0
+#: The workers' own stop grace unless the pool sets one: short enough that they release their
+#: jobs before the manager's close timeout ends in SIGKILL (which would leave leases to lapse).
+WORKER_STOP_GRACE_S = CLOSE_TIMEOUT_S - 5.0
 
 
 @dataclass
@@ -83,7 +86,7 @@ class LocalBackend:
         revision = self.revision(generation)
         for _ in range(count):
             launch_id = uuid.uuid4().hex[:12]
-            env = self.base_env | dict(self.pool.env) | {
+            env = {"SKYFLEET_WORKER_STOP_GRACE_S": f"{WORKER_STOP_GRACE_S:g}"} | self.base_env | dict(self.pool.env) | {
                 "SKYFLEET_API_URL": self.api_url,
                 "SKYFLEET_WORKER_POOL": self.pool.name,
                 "SKYFLEET_WORKER_REVISION": revision,

@@ -72,6 +72,7 @@ class JobContext:
         """Where to write the output ``name`` (e.g. ``catalogue.ecsv``); it is uploaded after success."""
         if not _OUTPUT_NAME.fullmatch(name) or any(o.name == name for o in self.outputs):
             raise ValueError(f"bad or repeated output name {name!r}")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / name
         self.outputs.append(OutputFile(name, path, content_type))
         return path
