@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from worker.jobs import Cancelled, JobContext, PermanentError, handler_for
 from worker.jobs.jsonsafe import jsonable
+from worker.lifeline import PARENT_ENV, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ def run_handler(task: Task, cancel_flag: Any, progress_sink: Callable[[dict[str,
 
 def _child_main(conn: Connection, cancel: Any) -> None:
     """The child's loop: one task at a time until the parent closes the pipe."""
+    die_with_parent()
     # Ctrl-C reaches the whole process group; the parent decides what happens to running jobs.
     # SIGTERM keeps its default: only the parent sends it (multiprocessing's exit handler).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -168,7 +172,17 @@ class Executor:
 
     def __init__(self, preload: Iterable[str], inline: Iterable[str] = ("noop",)) -> None:
         self.mp = multiprocessing.get_context("forkserver")
-        self.mp.set_forkserver_preload(sorted(set(preload)))
+        self.mp.set_forkserver_preload(["worker.lifeline", *sorted(set(preload))])
+        # The forkserver ties its life to this process (worker/lifeline.py). The kernel signals on
+        # the exit of the *thread* that started it, so start it here, from the constructing thread
+        # (the worker's main thread), rather than from whichever job thread needs a child first.
+        # The variable is in the environment only while the forkserver is started, so no other
+        # process started from here later takes itself for it.
+        os.environ[PARENT_ENV] = str(os.getpid())
+        try:
+            forkserver.ensure_running()
+        finally:
+            del os.environ[PARENT_ENV]
         self.inline = frozenset(inline)
         self._idle: list[Child] = []
         self._all: set[Child] = set()

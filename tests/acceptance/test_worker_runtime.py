@@ -112,3 +112,40 @@ def test_a_drained_worker_finishes_its_jobs_however_long_then_exits(fleet: Fleet
     assert worker.wait(30) == 0
     assert fleet.job(job["id"])["status"] == "SUCCEEDED"
     assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # finished, not released after 1 s
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            continue
+        found.update(children)
+        todo += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_sigkilled_workers_job_process_dies_with_it(fleet: Fleet):
+    """No orphan keeps computing a job whose lease will be rescued and run elsewhere."""
+    worker = fleet.start_worker(SKYFLEET_WORKER_CONCURRENCY="1")
+    job = fleet.submit("sleep", {"seconds": 120, "mode": "hang"})
+    fleet.wait_running(job["id"])
+    below = wait_for(lambda: _descendants(worker.pid) if len(_descendants(worker.pid)) >= 2 else None,
+                     timeout=10, what="the forkserver and the job's process")
+    worker.kill()
+    worker.wait(10)
+    wait_for(lambda: not any(_alive(pid) for pid in below), timeout=10, interval=0.1,
+             what="the job's process to die with its worker")
