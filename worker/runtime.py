@@ -186,31 +186,31 @@ class Worker:
         self._pool.submit(self._execute, job, lease)
 
     def _execute(self, job: dict[str, Any], lease: Lease) -> None:
-        report: dict[str, Any] = {"job_id": lease.job_id, "attempt": lease.attempt}
         # Made only when something is written to it (inputs, outputs): most jobs of a busy fleet of
         # small jobs touch no file at all.
         workdir = self.settings.work_dir / f"job-{lease.job_id}-{lease.attempt}-{secrets.token_hex(4)}"
+        outcome = failure("WORKER_STOPPED", "the worker stopped")  # kept only if a BaseException escapes
+        files: tuple[str, list[dict[str, Any]]] | None = None
         try:
             outcome = self._attempt(job, lease, workdir)
-            report["status"] = outcome.status
-            if outcome.status == "SUCCEEDED":
-                report["result_payload"] = outcome.result
-                if outcome.outputs:
-                    report["storage_uri"], report["files"] = upload_outputs(
-                        self.storage, lease.job_id, lease.attempt, outcome.outputs)
-            elif outcome.error:
-                report["error"] = outcome.error
+            if outcome.status == "SUCCEEDED" and outcome.outputs:
+                files = upload_outputs(self.storage, lease.job_id, lease.attempt, outcome.outputs)
         except StorageError as exc:
             log.warning("job %s attempt %s: outputs not stored: %s", lease.job_id, lease.attempt, exc)
-            report |= {"status": "FAILED", "error": {"code": "STORAGE_ERROR", "message": str(exc)}}
+            outcome = failure("STORAGE_ERROR", str(exc))
         except Exception as exc:  # the runner's failure is the attempt's: retried, never lost
             log.exception("job %s attempt %s: runner failed", lease.job_id, lease.attempt)
-            report |= {"status": "FAILED", "error": {"code": type(exc).__name__, "message": str(exc)[:10_000]}}
+            outcome = failure(type(exc).__name__, str(exc))
         finally:
             if workdir.exists():
                 shutil.rmtree(workdir, ignore_errors=True)
-            if "status" not in report:  # only a BaseException (e.g. interpreter exit) gets here
-                report |= {"status": "FAILED", "error": {"code": "WORKER_STOPPED", "message": "the worker stopped"}}
+            report: dict[str, Any] = {"job_id": lease.job_id, "attempt": lease.attempt, "status": outcome.status}
+            if outcome.status == "SUCCEEDED":
+                report["result_payload"] = outcome.result
+                if files:
+                    report["storage_uri"], report["files"] = files
+            elif outcome.error:
+                report["error"] = outcome.error
             # The report is queued in the same step that frees the slot: a shutdown that sees
             # nothing busy must also see this report waiting, or it would exit without sending it.
             with self._lock:
