@@ -19,7 +19,7 @@ from api.migrate import upgrade
 pytest_plugins = ["tests.moto"]
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("fleet_decisions", "fleet_pools", "manager_leases", "rate_limit_counters", "job_results",
+TABLES = ("idempotency_keys", "fleet_decisions", "fleet_pools", "manager_leases", "rate_limit_counters", "job_results",
           "job_assignments", "job_requests", "jobs", "workers", "refresh_tokens", "users")
 
 

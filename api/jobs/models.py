@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, SmallInteger, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.database import Base, enum_values
@@ -132,4 +133,25 @@ class JobResult(Base):
     #: Output files: [{"key", "size", "sha256", "content_type"}].
     files: Mapped[dict[str, Any] | None]
     cache_valid: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class IdempotencyKey(Base):
+    """A submission's ``Idempotency-Key``: a repeat of the key gets the first answer back.
+
+    Written in the transaction that creates the jobs, so a key exists exactly when its
+    submission committed; a client whose request timed out or answered 503 retries with the
+    same key and learns what happened instead of submitting twice.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index(None, "created_at"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: SHA-256 of the method, path and body: the same key with another request is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    #: What the first answer was made of: [{"job_id", "request_id", "origin"}, ...].
+    submitted: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
