@@ -131,7 +131,7 @@ def create_app(settings: Settings) -> Flask:
                          prefix=settings.s3_prefix)
     context = AppContext(
         settings=settings, engine=engine, hub=hub, listener=Listener(dsn, hub), storage=store,
-        linker=Linker(store, link_secret(settings.jwt_private_key), settings.download_url_ttl_s),
+        linker=Linker(store, link_secret(settings.jwt_private_key), settings.download_url_ttl_s, settings.public_url),
         guard=AddressGuard(settings.allowed_networks),
     )
     app.extensions[EXTENSION_KEY] = context
@@ -152,8 +152,14 @@ def create_app(settings: Settings) -> Flask:
     if settings.background:
         context.listener.ensure_started()
         services: list[Service] = [
-            Rescuer(engine, RescuerConfig(interval_s=settings.rescue_interval_s)),
-            Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days),
+            Rescuer(engine, RescuerConfig(
+                interval_s=settings.rescue_interval_s,
+                outage_grace_s=settings.outage_grace_s or settings.lease_s,
+                # A shorter gap cannot have cost a heartbeating worker its lease.
+                outage_after_s=max(2 * settings.rescue_interval_s,
+                                   settings.lease_s - settings.heartbeat_interval_s))),
+            Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days,
+                                        idempotency_key_ttl_s=settings.idempotency_key_ttl_s),
                    storage=store),
             CallbackDispatcher(engine, callback_config(settings), context.guard),
         ]

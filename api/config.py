@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ACCESS_TOKEN_TTL_S = 900
 REFRESH_TOKEN_TTL_S = 14 * 24 * 3600
@@ -41,6 +42,8 @@ CALLBACK_CONCURRENCY = 8
 MAX_EVENT_STREAMS = 24
 EVENT_STREAM_MAX_S = 1800.0
 EVENT_KEEPALIVE_S = 15.0
+MAX_EVENT_STREAMS_PER_USER = 4
+IDEMPOTENCY_KEY_TTL_S = 86400.0
 
 
 class ConfigError(ValueError):
@@ -61,6 +64,9 @@ class Settings:
     #: The heartbeat interval the API tells workers to use (a few per lease).
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     rescue_interval_s: float = RESCUE_INTERVAL_S
+    #: After the API (re)starts or loses its database, expired leases get this long for their
+    #: workers' heartbeats to come back before they are rescued (0: one lease).
+    outage_grace_s: float = 0.0
     prune_interval_s: float = PRUNE_INTERVAL_S
     retention_days: float = RETENTION_DAYS
     max_body_bytes: int = MAX_BODY_BYTES
@@ -103,6 +109,13 @@ class Settings:
     max_event_streams: int = MAX_EVENT_STREAMS
     event_stream_max_s: float = EVENT_STREAM_MAX_S
     event_keepalive_s: float = EVENT_KEEPALIVE_S
+    #: Of those, how many one account may hold (the rest stay free for everyone else).
+    max_event_streams_per_user: int = MAX_EVENT_STREAMS_PER_USER
+    #: How long a submission's Idempotency-Key is remembered.
+    idempotency_key_ttl_s: float = IDEMPOTENCY_KEY_TTL_S
+    #: The API's public base URL (``https://skyfleet.example.org``): absolute URLs it emits (signed
+    #: download links) are built from it; empty: from the request (its Host header).
+    public_url: str = ""
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests use this)."""
@@ -184,15 +197,27 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"{env_name('s3_bucket')} is required when {env_name('storage_backend')}=s3")
     if not 0 <= s.user_min_priority <= 9:
         raise ConfigError(f"{env_name('user_min_priority')} must be between 0 and 9")
-    non_negative = ("rate_limit_per_minute", "login_limit_per_account", "login_limit_per_address",
+    non_negative = ("outage_grace_s", "rate_limit_per_minute", "login_limit_per_account", "login_limit_per_address",
                     "trusted_proxy_hops")
     for name in non_negative:
         if getattr(s, name) < 0:
             raise ConfigError(f"{env_name(name)} must not be negative")
     for name in ("max_upload_bytes", "max_active_jobs_per_user", "download_url_ttl_s", "password_min_length",
-                 "callback_max_attempts", "callback_concurrency", "callback_timeout_s", "max_event_streams"):
+                 "callback_max_attempts", "callback_concurrency", "callback_timeout_s", "max_event_streams",
+                 "max_event_streams_per_user", "idempotency_key_ttl_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{env_name(name)} must be positive")
+    if s.public_url:
+        _check_public_url(s.public_url)
+
+
+def _check_public_url(url: str) -> None:
+    """An http(s) base URL: scheme and host, perhaps a path prefix; no credentials, query or fragment."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
+            or parts.query or parts.fragment:
+        raise ConfigError(f"{env_name('public_url')} must be an http(s) URL such as https://skyfleet.example.org "
+                          f"(a path prefix is allowed; no credentials, query or fragment), got {url!r}")
 
 
 def _check_private_key(pem: str) -> None:

@@ -304,7 +304,9 @@ _RESCUE = text(f"""
                CASE WHEN j.cancel_requested THEN 'CANCELLED'
                     WHEN j.attempt >= j.max_attempts THEN 'TIMED_OUT'
                     ELSE 'PENDING' END AS next_status,
-               {_BACKOFF} AS delay
+               {_BACKOFF} AS delay,
+               NOT EXISTS (SELECT FROM job_assignments x
+                           WHERE x.job_id = j.id AND x.outcome = 'EXPIRED') AS first_expiry
         FROM job_assignments a
         JOIN jobs j ON j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
         {_POLICY_JOIN}
@@ -315,7 +317,11 @@ _RESCUE = text(f"""
     ), rescued_jobs AS (
         UPDATE jobs j SET
             status = e.next_status,
-            run_after = CASE WHEN e.next_status = 'PENDING' THEN now() + e.delay ELSE j.run_after END,
+            -- A job whose worker vanished keeps its place in line (its run_after) the first
+            -- time, so it runs again at once even behind a deep backlog; a job that keeps
+            -- losing its workers (maybe by killing them) backs off like a failure.
+            run_after = CASE WHEN e.next_status <> 'PENDING' OR e.first_expiry THEN j.run_after
+                             ELSE now() + e.delay END,
             finished_at = CASE WHEN e.next_status = 'PENDING' THEN NULL ELSE now() END,
             error = jsonb_build_object(
                 'code', 'LEASE_EXPIRED',
@@ -335,7 +341,8 @@ _RESCUE = text(f"""
 def rescue_expired(conn: Connection, limit: int = 1000) -> list[tuple[int, str, str]]:
     """Take back up to ``limit`` attempts whose lease expired: (job_id, type, new status).
 
-    The job goes back to PENDING with backoff, or TIMED_OUT when its attempts are used up,
+    The job goes back to PENDING — in its old place in line the first time its lease
+    expires, with backoff after that — or TIMED_OUT when its attempts are used up,
     or CANCELLED when a cancel was pending. ``SKIP LOCKED``: a row a worker is reporting on
     right now is left for the next pass rather than waited for.
     """

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -97,6 +99,31 @@ class TestApiOutage:
         assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]
         result = requests.get(f"{fleet.url}/api/jobs/{job['id']}/result", headers=fleet.headers(), timeout=10)
         assert result.json()["data"]["result_payload"]["tag"] == "outage"
+
+
+class TestOutageLongerThanTheLease:
+    @pytest.fixture
+    def api_env(self) -> dict[str, str]:
+        return {"SKYFLEET_OUTAGE_GRACE_S": "8"}
+
+    def test_work_finished_during_the_outage_is_kept(self, fleet: Fleet):
+        """Leases (2 s here) lapse while the API is down. The restarted API's rescuer must not
+        take the jobs back before the workers' heartbeats and held results reach it, even when
+        a worker comes back a while after the API (frozen here with SIGSTOP)."""
+        worker = fleet.start_worker()
+        jobs = [fleet.submit("sleep", {"seconds": 1.5, "tag": f"long-outage-{i}"}) for i in range(3)]
+        for job in jobs:
+            fleet.wait_running(job["id"])
+        worker.send_signal(signal.SIGSTOP)  # its job processes run on and finish meanwhile
+        try:
+            fleet.restart_api(down_s=3)
+            time.sleep(1.5)  # the new API's rescuer makes several passes while the worker is away
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        for job in jobs:
+            wait_for(lambda job=job: fleet.job(job["id"])["status"] == "SUCCEEDED", timeout=40, interval=0.2,
+                     what="the held result to be accepted")
+            assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # not rescued and run again
 
 
 def test_a_drained_worker_finishes_its_jobs_however_long_then_exits(fleet: Fleet):

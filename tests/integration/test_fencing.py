@@ -103,3 +103,64 @@ def test_silent_workers_are_marked_lost(alice, worker_account, engine):
     assert Rescuer(engine).run_once().workers_lost == 1
     response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1})
     assert response.status_code == 409
+
+
+def test_a_job_whose_worker_vanished_runs_again_first_then_backs_off(alice, worker_account, engine):
+    """The first rescue keeps the job's place ahead of a backlog; a second one backs off."""
+    job = submit(alice, "sleep", {"seconds": 0, "tag": "victim"})
+    backlog = [submit(alice, "noop", {"tag": str(i)}) for i in range(20)]
+    wid = register(worker_account)
+    (first,) = claim(worker_account, wid, max_jobs=1)
+    assert first["job_id"] == job["id"]
+    _expire(engine, job["id"])
+    assert Rescuer(engine).run_once().rescued == [(job["id"], "sleep", "PENDING")]
+
+    (again,) = claim(worker_account, wid, max_jobs=1)
+    assert (again["job_id"], again["attempt"]) == (job["id"], 2)  # not behind the 20 waiting jobs
+
+    _expire(engine, job["id"])
+    Rescuer(engine).run_once()
+    row = job_row(engine, job["id"])
+    assert row["status"] == "PENDING"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT :at > now()"), {"at": row["run_after"]}).scalar_one()  # backing off
+    (next_up,) = claim(worker_account, wid, max_jobs=1)
+    assert next_up["job_id"] == backlog[0]["id"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_after_a_start_or_an_outage_leases_get_a_grace_to_be_heartbeated(alice, worker_account, engine):
+    """Leases that lapsed while nobody heard the heartbeats are not rescued before the workers are back."""
+    held, abandoned = submit(alice, "noop", {"tag": "held"}), submit(alice, "noop", {"tag": "abandoned"})
+    wid = register(worker_account)
+    claimed = {c["job_id"]: c for c in claim(worker_account, wid, max_jobs=2)}
+    clock = _Clock()
+    rescuer = Rescuer(engine, RescuerConfig(outage_grace_s=8, outage_after_s=3), clock=clock)
+    for job in (held, abandoned):
+        _expire(engine, job["id"])
+
+    assert rescuer.run_once().held_off  # a fresh start: an outage may just have ended
+    # The worker holding `held` is back: its heartbeat renews the lapsed lease, its result lands.
+    beat = worker_account.post(f"/api/workers/{wid}/heartbeat",
+                               {"jobs": [{"job_id": held["id"], "attempt": 1}]})
+    assert beat.json["data"]["stop"] == []
+    rescued = []
+    for _ in range(9):  # a pass a second, as the runner does
+        clock.now += 1
+        rescued += rescuer.run_once().rescued
+    assert rescued == [(abandoned["id"], "noop", "PENDING")]  # nobody came back for it
+    assert report(worker_account, wid, claimed[held["id"]], result_payload={"tag": "held"}).status_code == 200
+    assert job_row(engine, held["id"])["status"] == "SUCCEEDED"
+
+    # Regular passes carry on without grace; a gap longer than outage_after_s starts one again.
+    clock.now += 1
+    assert not rescuer.run_once().held_off
+    clock.now += 30
+    assert rescuer.run_once().held_off
