@@ -128,6 +128,13 @@ class FakeApi:
 
 
 class Clock:
+    """A fake monotonic clock, shared by the manager and its backend.
+
+    The manager compares its ``now`` with the ``launched_at`` the backend stamps on each task, so
+    both must read this clock: a backend left on ``time.monotonic`` (seconds since boot) against a
+    manager at 1000 s made tasks look older than ``start_timeout_s`` on a host up for < ~700 s.
+    """
+
     def __init__(self) -> None:
         self.now = 1000.0
 
@@ -177,7 +184,7 @@ def test_starting_tasks_are_counted_so_the_next_tick_does_not_launch_again(ecs):
     client = make_ecs_client(pool.ecs, ecs["endpoint"])
     calls = record_calls(client, "RunTask")
     api, clock = FakeApi(pool), Clock()
-    manager = manager_for(pool, api, EcsBackend(pool, client), clock)
+    manager = manager_for(pool, api, EcsBackend(pool, client, clock=clock), clock)
     api.pending = 40
     (first,) = manager.tick()
     assert (first["action"], first["desired"]) == ("scale_out", 12)
@@ -210,7 +217,7 @@ def test_stop_task_only_for_idle_drained_workers(ecs):
     client = make_ecs_client(pool.ecs, ecs["endpoint"])
     stops = record_calls(client, "StopTask")
     api, clock = FakeApi(pool), Clock()
-    backend = EcsBackend(pool, client)
+    backend = EcsBackend(pool, client, clock=clock)
     manager = manager_for(pool, api, backend, clock)
     arns = [i.id for i in backend.start(4, generation=0).started]
     # All four registered; two are busy. Demand is exactly their two jobs.
@@ -256,7 +263,7 @@ def test_run_task_failures_are_reported_and_backed_off(ecs, mode, message):
     pool = pool_for(ecs)
     failing = FailingRunTask(make_ecs_client(pool.ecs, ecs["endpoint"]), mode)
     api, clock = FakeApi(pool), Clock()
-    manager = manager_for(pool, api, EcsBackend(pool, failing), clock)
+    manager = manager_for(pool, api, EcsBackend(pool, failing, clock=clock), clock)
     api.pending = 5
     attempts_at = []
     for _ in range(31):   # 30 s of 1 s ticks
@@ -279,7 +286,7 @@ def test_a_missing_cluster_holds_without_launching(ecs):
     client = make_ecs_client(pool.ecs, ecs["endpoint"])
     calls = record_calls(client, "RunTask")
     api, clock = FakeApi(pool), Clock()
-    manager = manager_for(pool, api, EcsBackend(pool, client), clock)
+    manager = manager_for(pool, api, EcsBackend(pool, client, clock=clock), clock)
     api.pending = 5
     for _ in range(3):
         manager.tick()
