@@ -22,8 +22,8 @@ from api.auth.schemas import (
 )
 from api.context import ctx
 from api.envelope import envelope, ok
-from api.errors import Forbidden
-from api.ratelimit.hooks import limit_login_attempt, limit_registration
+from api.errors import Forbidden, Unauthorized
+from api.ratelimit.hooks import limit_login_attempt, limit_registration, record_failed_login
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Log in and manage tokens.")
 
@@ -67,15 +67,20 @@ class Login(MethodView):
     @blp.arguments(LoginSchema)
     @blp.response(200, envelope(TokensSchema))
     @blp.alt_response(401, description="Wrong email or password, or the account is disabled.")
-    @blp.alt_response(429, description="Too many attempts for this account or from this address.")
+    @blp.alt_response(429, description="Too many attempts for this account or from this address (service "
+                                       "accounts: too many failed attempts from this address).")
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Exchange email and password for an access token and a refresh token."""
         c = ctx()
-        # Counted before the password is checked: a brute force meets a 429, not argon2.
+        # Checked before the password is: a brute force meets a 429, not argon2.
         limit_login_attempt(body["email"])
-        with c.transaction() as conn:
-            account = service.authenticate(conn, body["email"], body["password"])
-            refresh = service.issue_refresh_token(conn, account.id, c.settings.refresh_token_ttl_s)
+        try:
+            with c.transaction() as conn:
+                account = service.authenticate(conn, body["email"], body["password"])
+                refresh = service.issue_refresh_token(conn, account.id, c.settings.refresh_token_ttl_s)
+        except Unauthorized:
+            record_failed_login(body["email"])
+            raise
         return ok(_tokens(account, refresh))
 
 

@@ -107,6 +107,11 @@ def service_email(name: str) -> str:
     return f"{name}@{SERVICE_EMAIL_DOMAIN}"
 
 
+def is_service_email(email: str) -> bool:
+    """Whether ``email`` is in the domain reserved for service accounts (people cannot register there)."""
+    return normalise_email(email).endswith("@" + SERVICE_EMAIL_DOMAIN)
+
+
 def authenticate(conn: Connection, email: str, password: str) -> Account:
     """The account for these credentials, or 401 (the same error whatever was wrong)."""
     user = conn.execute(select(_USERS).where(_USERS.c.email == normalise_email(email))).one_or_none()

@@ -19,8 +19,8 @@ from api.auth.guards import BEARER, caller, require_roles
 from api.auth.models import Role
 from api.context import ctx
 from api.envelope import ErrorEnvelopeSchema, error_response
-from api.errors import ServiceUnavailable
-from api.events.service import BUSY_RETRY_AFTER_S, EventStream, StreamConfig, StreamSlots, read_job
+from api.errors import LimitExceeded, ServiceUnavailable
+from api.events.service import BUSY_RETRY_AFTER_S, USER_CAP, EventStream, StreamConfig, StreamSlots, read_job
 from api.jobs.service import get_visible_job
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,17 @@ def _busy(limit: int) -> Response:
     return response
 
 
+def _too_many(limit: int) -> Response:
+    response = error_response(
+        429, LimitExceeded.code,
+        f"max_event_streams_per_user: you already follow {limit} event streams on this API process; "
+        "close one (or poll GET /api/jobs/{id} with If-None-Match) and retry",
+        {"limit": USER_CAP, "max": limit, "retry_after": BUSY_RETRY_AFTER_S},
+    )
+    response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+    return response
+
+
 @blp.route("/<int:job_id>/events")
 class JobEvents(MethodView):
     @require_roles(Role.USER, Role.ADMIN)
@@ -72,6 +83,11 @@ class JobEvents(MethodView):
     @blp.alt_response(401, schema=ErrorEnvelopeSchema, description="Missing, invalid or expired access token.")
     @blp.alt_response(403, schema=ErrorEnvelopeSchema, description="Only users and admins follow jobs.")
     @blp.alt_response(404, schema=ErrorEnvelopeSchema, description="No such job, or not yours.")
+    @blp.alt_response(429, schema=ErrorEnvelopeSchema,
+                      description="LIMIT_EXCEEDED: you hold as many streams on this API process as one account "
+                                  "may (details.limit = max_event_streams_per_user); close one, retry after "
+                                  "Retry-After. Or RATE_LIMIT_EXCEEDED: the request rate limit.",
+                      headers={"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}})
     @blp.alt_response(503, schema=ErrorEnvelopeSchema,
                       description="This API process serves as many streams as it may (retry after "
                                   "Retry-After), or the database is unavailable.",
@@ -92,15 +108,20 @@ class JobEvents(MethodView):
         except BaseException:
             hub.unsubscribe(subscription)
             raise
-        if not slots.acquire(settings.max_event_streams):
+        refused = slots.acquire(who.user_id, settings.max_event_streams, settings.max_event_streams_per_user)
+        if refused is not None:
             hub.unsubscribe(subscription)
+            if refused == USER_CAP:
+                log.info("event stream refused: the account holds %s streams", settings.max_event_streams_per_user,
+                         extra={"job_id": job_id, "user_id": who.user_id})
+                return _too_many(settings.max_event_streams_per_user)
             log.warning("event stream refused: %s streams open", settings.max_event_streams,
                         extra={"job_id": job_id})
             return _busy(settings.max_event_streams)
 
         def on_close() -> None:
             hub.unsubscribe(subscription)
-            slots.release()
+            slots.release(who.user_id)
 
         # From here the stream owns the slot and the subscription, and releases them once.
         stream = EventStream(

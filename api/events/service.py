@@ -1,4 +1,4 @@
-"""The event stream of one job, and the per-process cap on open streams.
+"""The event stream of one job, and the caps on open streams (per process, and per account in it).
 
 A stream is a plain iterator of ``text/event-stream`` messages; it never touches Flask, so
 it runs after the request context is gone. Every message has an ``id`` (a per-stream
@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -40,8 +41,12 @@ log = logging.getLogger(__name__)
 
 #: The ``retry:`` hint: how long a client waits before reconnecting after the stream ends.
 RECONNECT_MS = 3000
-#: ``Retry-After`` when this process already serves as many streams as it may.
+#: ``Retry-After`` when this process already serves as many streams as it may, or the account
+#: as many as it may hold.
 BUSY_RETRY_AFTER_S = 5
+#: The caps :meth:`StreamSlots.acquire` reports, named as their settings are.
+USER_CAP = "max_event_streams_per_user"
+PROCESS_CAP = "max_event_streams"
 #: Floor on the keepalive interval, which is also the fallback read interval.
 MIN_KEEPALIVE_S = 0.1
 
@@ -115,27 +120,45 @@ def read_job(transaction: Transaction, who: Caller, job_id: int) -> Job | None:
 
 
 class StreamSlots:
-    """A thread-safe count of the streams open in this process, capped by the caller."""
+    """A thread-safe count of the streams open in this process, in all and per account.
+
+    Both caps are the caller's: one account may hold ``per_user_limit`` of the process's
+    ``limit`` slots, so a single user cannot take every slot and leave everyone else a 503.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open = 0
+        self._by_user: Counter[int] = Counter()
 
-    def acquire(self, limit: int) -> bool:
-        """Take a slot if fewer than ``limit`` are taken."""
+    def acquire(self, user_id: int, limit: int, per_user_limit: int) -> str | None:
+        """Take a slot for ``user_id``; None when taken, else the name of the cap reached
+        (``max_event_streams_per_user`` or ``max_event_streams``). The account's cap is checked
+        first: a user at their own cap learns that, whatever the process's load."""
         with self._lock:
+            if self._by_user[user_id] >= per_user_limit:
+                return USER_CAP
             if self._open >= limit:
-                return False
+                return PROCESS_CAP
             self._open += 1
-            return True
+            self._by_user[user_id] += 1
+            return None
 
-    def release(self) -> None:
+    def release(self, user_id: int) -> None:
         with self._lock:
             self._open -= 1
+            self._by_user[user_id] -= 1
+            if self._by_user[user_id] <= 0:
+                del self._by_user[user_id]
 
     @property
     def open(self) -> int:
         return self._open
+
+    def open_for(self, user_id: int) -> int:
+        """The streams ``user_id`` holds in this process."""
+        with self._lock:
+            return self._by_user[user_id]
 
 
 class EventStream:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -16,7 +17,7 @@ from api.envelope import envelope, ok
 from api.errors import Conflict, ValidationFailed
 from api.files.routes import download_entry
 from api.files.schemas import DownloadSchema
-from api.jobs import service
+from api.jobs import idempotency, service
 from api.jobs.archive import zip_stream
 from api.jobs.inputs import check_inputs, link_job_files
 from api.jobs.limits import check_submission, limits_for
@@ -31,7 +32,7 @@ from api.jobs.schemas import (
     SubmittedJobSchema,
 )
 from api.pagination import pagination
-from api.queue.submit import NewJob, cancel_job, enqueue_jobs
+from api.queue.submit import NewJob, Submitted, cancel_job, enqueue_jobs
 from jobtypes import get_job_type
 from storage.netguard import ForbiddenAddress
 
@@ -69,18 +70,71 @@ def _check_callbacks(bodies: list[dict[str, Any]]) -> None:
         raise ValidationFailed(f"Validation failed: {summary}", details={"location": "json", "fields": problems})
 
 
-def _submit(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+Answer = tuple[list[dict[str, Any]], int, dict[str, str]]
+
+
+def _submit(bodies: list[dict[str, Any]], status_of: Callable[[list[Submitted]], int]) -> Answer:
+    """Submit, or replay the answer stored under the request's ``Idempotency-Key``.
+
+    Returns the submitted jobs, the status code and the headers to answer with.
+    """
     c, who = ctx(), caller()
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    ttl_s = c.settings.idempotency_key_ttl_s
+    hash_ = idempotency.request_hash(request.method, request.path, request.get_data()) if key else ""
+    if key is not None:
+        with c.transaction() as conn:
+            stored = idempotency.find_answer(conn, who.user_id, key, ttl_s)
+        if stored is not None:
+            return _answer(stored, hash_, replayed=True)
     _check_callbacks(bodies)
     with c.transaction() as conn:
-        check_submission(conn, who, c.settings, bodies)
-        file_ids = check_inputs(conn, who, c.guard, bodies)
-        submitted = enqueue_jobs(conn, who.user_id, [_new_job(b) for b in bodies])
-        link_job_files(conn, [s.job_id for s in submitted], file_ids)
+        # The key first: a concurrent request with the same key waits here for this one's outcome.
+        if key is None or idempotency.claim_key(conn, who.user_id, key, hash_, ttl_s):
+            check_submission(conn, who, c.settings, bodies)
+            file_ids = check_inputs(conn, who, c.guard, bodies)
+            submitted = enqueue_jobs(conn, who.user_id, [_new_job(b) for b in bodies])
+            link_job_files(conn, [s.job_id for s in submitted], file_ids)
+            answer = idempotency.StoredAnswer(hash_, status_of(submitted), submitted)
+            if key is not None:
+                idempotency.complete_key(conn, who.user_id, key, answer)
+            replayed = False
+        else:
+            # A request with this key committed while this one waited on its row.
+            found = idempotency.find_answer(conn, who.user_id, key, ttl_s)
+            if found is None:  # deleted at once with its account: nothing to replay, nothing to do
+                raise Conflict(f"this {idempotency.HEADER} was just used and is gone; retry")
+            answer, replayed = found, True
     # Read back after the commit: the NOTIFY goes out, and workers start, sooner.
-    with c.transaction() as conn:
-        jobs = service.get_jobs(conn, [s.job_id for s in submitted])
-    return [jobs[s.job_id] | {"request_id": s.request_id, "origin": s.origin} for s in submitted]
+    return _answer(answer, hash_, replayed)
+
+
+def _answer(answer: idempotency.StoredAnswer, hash_: str, replayed: bool) -> Answer:
+    """The jobs as they are now, with each submission's origin and request id, and the status.
+
+    A replay (the first answer under a key again) is refused when the key came with another
+    request, and says it is a replay in a header.
+    """
+    if replayed:
+        idempotency.check_same_request(answer, hash_)
+    with ctx().transaction() as conn:
+        jobs = service.get_jobs(conn, [s.job_id for s in answer.submitted])
+    gone = sorted({s.job_id for s in answer.submitted} - jobs.keys())
+    if gone:
+        # Only a finished job can be deleted: a replay after a DELETE, or a reused result deleted at once.
+        raise Conflict(f"job(s) {', '.join(map(str, gone))} of this submission were deleted since; "
+                       "submit again (with a new Idempotency-Key, if you sent one)",
+                       details={"deleted_job_ids": gone})
+    data = [jobs[s.job_id] | {"request_id": s.request_id, "origin": s.origin} for s in answer.submitted]
+    return data, answer.status_code, {idempotency.REPLAYED_HEADER: "true"} if replayed else {}
+
+
+def _single_status(submitted: list[Submitted]) -> int:
+    return 201 if submitted[0].origin == "created" else 200
+
+
+def _batch_status(submitted: list[Submitted]) -> int:
+    return 201
 
 
 @blp.route("")
@@ -99,29 +153,35 @@ class Jobs(MethodView):
 
     @require_roles(*SUBMITTERS)
     @blp.arguments(JobCreateSchema)
-    @blp.response(201, envelope(SubmittedJobSchema))
-    @blp.alt_response(200, schema=envelope(SubmittedJobSchema),
+    @blp.response(201, envelope(SubmittedJobSchema), headers=idempotency.REPLAYED_HEADER_DOC)
+    @blp.alt_response(200, schema=envelope(SubmittedJobSchema), headers=idempotency.REPLAYED_HEADER_DOC,
                       description="An identical job was already active (joined) or its result was reused (cached).")
-    @blp.alt_response(422, description="The body or its input_payload failed validation.")
+    @blp.alt_response(409, description="The jobs an Idempotency-Key submitted were deleted since.")
+    @blp.alt_response(422, description="The body or its input_payload failed validation, or the "
+                                       "Idempotency-Key is malformed or was used with another request.")
     @blp.alt_response(429, description="LIMIT_EXCEEDED: max_active_jobs (see GET /api/jobs/limits).")
-    @blp.doc(security=BEARER)
-    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    @blp.doc(security=BEARER, parameters=[idempotency.KEY_PARAMETER])
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Submit a job. Identical active submissions share one job; a cached result is reused
-        unless ``cache`` is false."""
-        (job,) = _submit([body])
-        return ok(job), 201 if job["origin"] == "created" else 200
+        unless ``cache`` is false. With an ``Idempotency-Key`` a retry gets the first answer back."""
+        (job,), status, headers = _submit([body], _single_status)
+        return ok(job), status, headers
 
 
 @blp.route("/batch")
 class JobBatch(MethodView):
     @require_roles(*SUBMITTERS)
     @blp.arguments(JobBatchCreateSchema)
-    @blp.response(201, envelope(SubmittedJobSchema, many=True))
-    @blp.alt_response(422, description="Some job in the batch failed validation; nothing was submitted.")
-    @blp.doc(security=BEARER)
-    def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Submit up to 1000 jobs in one transaction: all are accepted, or none."""
-        return ok(_submit(body["jobs"]))
+    @blp.response(201, envelope(SubmittedJobSchema, many=True), headers=idempotency.REPLAYED_HEADER_DOC)
+    @blp.alt_response(409, description="The jobs an Idempotency-Key submitted were deleted since.")
+    @blp.alt_response(422, description="Some job in the batch failed validation (nothing was submitted), or "
+                                       "the Idempotency-Key is malformed or was used with another request.")
+    @blp.doc(security=BEARER, parameters=[idempotency.KEY_PARAMETER])
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Submit up to 1000 jobs in one transaction: all are accepted, or none. With an
+        ``Idempotency-Key`` a retry gets the first answer back."""
+        jobs, status, headers = _submit(body["jobs"], _batch_status)
+        return ok(jobs), status, headers
 
 
 @blp.route("/limits")

@@ -1,4 +1,5 @@
-"""The retention pruner: deletes finished jobs older than the retention period, in batches."""
+"""The retention pruner: deletes finished jobs older than the retention period, in batches, and
+what else only needs keeping for a while (rate-limit windows, scaling decisions, idempotency keys)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from api.fleet.service import DECISION_RETENTION_S, DECISIONS_KEPT_PER_POOL, prune_decisions
+from api.jobs.idempotency import IDEMPOTENCY_KEY_TTL_S, prune_keys
 from api.ratelimit.service import prune_counters
 from storage import Storage, StorageError
 
@@ -29,6 +31,8 @@ class PrunerConfig:
     #: Scaling decisions: the newest this many per pool, none older than decision_retention_s.
     decisions_per_pool: int = DECISIONS_KEPT_PER_POOL
     decision_retention_s: float = DECISION_RETENTION_S
+    #: Submissions' Idempotency-Keys older than this are forgotten.
+    idempotency_key_ttl_s: float = IDEMPOTENCY_KEY_TTL_S
 
 
 # Requests, assignments and results go with their job (ON DELETE CASCADE). Only a job that
@@ -59,7 +63,8 @@ class Pruner:
         self.interval_s = config.interval_s
 
     def run_once(self) -> int:
-        """Delete up to ``max_batches`` batches of expired jobs; return how many went."""
+        """Delete up to ``max_batches`` batches of expired jobs, then ended rate-limit windows, old
+        scaling decisions and expired idempotency keys; return how many jobs went."""
         age_s = self.config.retention_days * 86400.0
         total = 0
         for _ in range(self.config.max_batches):
@@ -79,6 +84,10 @@ class Pruner:
         decisions = prune_decisions(self.engine, self.config.decisions_per_pool, self.config.decision_retention_s)
         if decisions:
             log.info("pruned scaling decisions", extra={"count": decisions})
+        keys = prune_keys(self.engine, self.config.idempotency_key_ttl_s, self.config.batch_size,
+                          self.config.max_batches)
+        if keys:
+            log.info("pruned idempotency keys", extra={"count": keys})
         return total
 
     def _delete_outputs(self, job_ids: list[int]) -> None:

@@ -12,8 +12,17 @@
 - Login is limited per account (``login:{email}``) and per client address
   (``login-ip:{addr}``), counted on every attempt *before* the password is checked, so a
   brute force costs the attacker a 429 rather than the server an argon2 hash. Windows are one
-  minute. Service accounts (the reserved ``@service.skyfleet.internal`` domain) are exempt:
-  their passwords are 192-bit random, and a fleet logs in together, often from one address.
+  minute.
+- Service accounts (the reserved ``@service.skyfleet.internal`` domain) are limited per
+  address too, on their *failed* attempts (``login-ip-failed:{addr}``, the same allowance): a
+  fleet logs in together, often from one NAT or load-balancer address, and each worker that
+  is refused at login stops, so successful logins must not count. The count is checked before
+  the password and incremented after a failure, so an address that keeps failing is refused
+  before any more hashing (at most the allowance plus the requests already in flight get
+  through per window). No per-account limit applies to them: their passwords are 192-bit
+  random, so guessing is hopeless, and such a limit would only let anyone, from anywhere, lock
+  a fleet out by failing on purpose. The address's budget is separate from people's, so a busy
+  office behind the fleet's address cannot lock the fleet out either.
 - If the counters cannot be reached the request goes through (fail open) with a warning: a
   limiter must not turn a database hiccup into an outage of its own.
 """
@@ -32,7 +41,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api.auth.service import SERVICE_EMAIL_DOMAIN, normalise_email
+from api.auth.service import is_service_email, normalise_email
 from api.config import Settings
 from api.context import ctx
 from api.errors import RateLimited
@@ -97,6 +106,15 @@ def _count(engine: Engine, limits: Sequence[Limit]) -> list[Count]:
         return []
 
 
+def _peek(limits: Sequence[Limit]) -> list[Count]:
+    """Where the keys stand without counting a hit, or nothing (fail open)."""
+    try:
+        return service.peek_hits(ctx().engine, limits)
+    except SQLAlchemyError as exc:
+        log.warning("rate limit skipped: reading the counters failed: %s", exc)
+        return []
+
+
 def _reject(count: Count, what: str) -> RateLimited:
     g.rate_limit_retry_after = count.retry_after_s
     reset_at = dt.datetime.fromtimestamp(count.reset_at, dt.UTC).isoformat().replace("+00:00", "Z")
@@ -134,14 +152,25 @@ def _add_headers(response: Response) -> Response:
     return response
 
 
-def limit_login_attempt(email: str) -> None:
-    """Count a login attempt per account and per client address; 429 when either is over.
+#: Failed service-account logins per client address.
+_SERVICE_FAILURES = "login-ip-failed"
 
-    Call it before the password is checked. A no-op for service accounts and for limits set to 0.
+
+def limit_login_attempt(email: str) -> None:
+    """Refuse (429) a login attempt over a limit; call it before the password is checked.
+
+    A person's attempt counts against the account and the client address. A service
+    account's is refused while the address has too many failed service logins this window
+    (:func:`record_failed_login` counts them). Limits set to 0 are off.
     """
     s = ctx().settings
     email = normalise_email(email)
-    if email.endswith("@" + SERVICE_EMAIL_DOMAIN):
+    if is_service_email(email):
+        if s.login_limit_per_address > 0:
+            failures = Limit(f"{_SERVICE_FAILURES}:{client_address()}", s.login_limit_per_address)
+            over = [count for count in _peek([failures]) if count.exceeded]
+            if over:
+                raise _reject(over[0], "failed service-account logins from this address")
         return
     limits = []
     if s.login_limit_per_account > 0:
@@ -149,6 +178,14 @@ def limit_login_attempt(email: str) -> None:
     if s.login_limit_per_address > 0:
         limits.append(Limit(f"login-ip:{client_address()}", s.login_limit_per_address))
     _enforce(limits, {"login": "login attempts for this account", "login-ip": "login attempts from this address"})
+
+
+def record_failed_login(email: str) -> None:
+    """Count a failed service-account login against the client address (people's attempts
+    were all counted already)."""
+    s = ctx().settings
+    if is_service_email(email) and s.login_limit_per_address > 0:
+        _count(ctx().engine, [Limit(f"{_SERVICE_FAILURES}:{client_address()}", s.login_limit_per_address)])
 
 
 def limit_registration() -> None:

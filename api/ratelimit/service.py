@@ -76,6 +76,15 @@ _COUNT = text("""
               extract(epoch FROM now())::float8 AS now
 """)
 
+# Where keys stand in their current window, without counting a hit.
+_PEEK = text("""
+    SELECT k.key, coalesce(c.hits, 0) AS hits, extract(epoch FROM w.start)::float8 AS started,
+           extract(epoch FROM now())::float8 AS now
+    FROM unnest(CAST(:keys AS text[]), CAST(:windows AS integer[])) AS k(key, window_s)
+    CROSS JOIN LATERAL (SELECT to_timestamp(floor(extract(epoch FROM now()) / k.window_s) * k.window_s)) AS w(start)
+    LEFT JOIN rate_limit_counters c ON c.key = k.key AND c.window_start = w.start
+""")
+
 _PRUNE = text("DELETE FROM rate_limit_counters WHERE window_start < now() - make_interval(secs => :age_s)")
 
 
@@ -91,15 +100,30 @@ def count_hits(engine: Engine, limits: Sequence[Limit]) -> list[Count]:
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         rows = conn.execute(_COUNT, {"keys": list(by_key), "windows": [lim.window_s for lim in by_key.values()]})
-        counts = {}
-        for row in rows:
-            limit = by_key[row.key]
-            reset_at = row.started + limit.window_s
-            counts[row.key] = Count(
-                key=row.key, limit=limit.limit, hits=int(row.hits), reset_at=math.ceil(reset_at),
-                retry_after_s=max(1, math.ceil(reset_at - row.now)),
-            )
+        counts = {row.key: _count(by_key[row.key], row.key, int(row.hits), row.started, row.now) for row in rows}
     return [counts[key] for key in by_key]
+
+
+def peek_hits(engine: Engine, limits: Sequence[Limit]) -> list[Count]:
+    """Where each key would stand after one more hit, without counting it (a limit that counts
+    only some outcomes, such as failed logins, checks with this first and counts afterwards).
+
+    Raises SQLAlchemy's errors when the database cannot be reached.
+    """
+    if not limits:
+        return []
+    by_key = {limit.key[:MAX_KEY_LENGTH]: limit for limit in limits}
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        rows = conn.execute(_PEEK, {"keys": list(by_key), "windows": [lim.window_s for lim in by_key.values()]})
+        counts = {row.key: _count(by_key[row.key], row.key, int(row.hits) + 1, row.started, row.now) for row in rows}
+    return [counts[key] for key in by_key]
+
+
+def _count(limit: Limit, key: str, hits: int, started: float, now: float) -> Count:
+    reset_at = started + limit.window_s
+    return Count(key=key, limit=limit.limit, hits=hits, reset_at=math.ceil(reset_at),
+                 retry_after_s=max(1, math.ceil(reset_at - now)))
 
 
 def prune_counters(engine: Engine, age_s: float = COUNTER_RETENTION_S) -> int:

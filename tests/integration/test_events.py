@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
+from werkzeug.serving import make_server
 
+from api.auth.models import Role
 from api.context import EXTENSION_KEY
 from api.events.routes import stream_slots
 from api.queue.notify import JobEventHub
 from tests.helpers import wait_for
-from tests.integration.conftest import As, claim, register, report, submit
+from tests.integration.conftest import As, claim, make_account, register, report, submit
 
 END = ("end", None)
 
@@ -296,3 +302,82 @@ def test_openapi_documents_the_stream_and_its_errors(app):
     assert {"401", "404", "503"} <= set(operation["responses"])
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert operation["security"] == [{"bearerAuth": []}]
+
+
+@pytest.fixture
+def served(app: Flask) -> Iterator[str]:
+    """The app behind a real threaded HTTP server: each client connection gets a thread of its own."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+class HttpStream:
+    """One stream over HTTP. Its line iterator is kept for the stream's life: dropping a
+    half-read one makes urllib3 close the connection, which would end the stream early."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.status_code = response.status_code
+        self._lines = response.iter_lines(decode_unicode=True)
+
+    def next_event(self) -> str:
+        for line in self._lines:
+            if line.startswith("event: "):
+                return str(line.removeprefix("event: "))
+        raise AssertionError("the stream ended without an event")
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_one_account_holds_at_most_its_share_of_a_processes_streams(app, context, served, alice):
+    """Real concurrent clients: six streams of one user at once, over HTTP, on a delayed job."""
+    context.settings = context.settings.with_(max_event_streams=10, max_event_streams_per_user=2,
+                                              event_keepalive_s=0.2)
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    job = submit(alice, "sleep", {"tag": "delayed"}, run_after=later)
+    url = f"{served}/api/jobs/{job['id']}/events"
+    start = threading.Barrier(6)
+
+    def open_over_http(token: str, together: bool = False) -> HttpStream:
+        if together:
+            start.wait(10)
+        return HttpStream(requests.get(url, headers={"Authorization": f"Bearer {token}"}, stream=True,
+                                       timeout=(5, 30)))
+
+    with ThreadPoolExecutor(6) as pool:
+        streams = list(pool.map(lambda _: open_over_http(alice.token, together=True), range(6)))
+    opened = [s for s in streams if s.status_code == 200]
+    refused = [s for s in streams if s.status_code != 200]
+    try:
+        assert (len(opened), [s.status_code for s in refused]) == (2, [429] * 4)
+        for stream in refused:
+            error = stream.response.json()["error"]
+            assert error["code"] == "LIMIT_EXCEEDED"
+            assert error["details"]["limit"] == "max_event_streams_per_user" and error["details"]["max"] == 2
+            assert int(stream.response.headers["Retry-After"]) > 0
+        assert [s.next_event() for s in opened] == ["snapshot", "snapshot"]
+
+        # Everyone else still finds a slot: the process cap (10) is far from reached.
+        admin_token = make_account(app, "root@example.org", [Role.ADMIN]).token
+        theirs = open_over_http(admin_token)
+        opened.append(theirs)
+        assert theirs.status_code == 200 and theirs.next_event() == "snapshot"
+        with app.app_context():
+            slots = stream_slots()
+        assert (slots.open, slots.open_for(alice.user_id)) == (3, 2)
+
+        # A stream the client closes gives its slot back (the server learns at the next keepalive).
+        opened[0].close()
+        wait_for(lambda: slots.open_for(alice.user_id) == 1, timeout=10, what="alice's closed stream released")
+        again = open_over_http(alice.token)
+        opened.append(again)
+        assert again.status_code == 200 and again.next_event() == "snapshot"
+    finally:
+        for stream in opened + refused:
+            stream.close()
+    wait_for(lambda: streams_released(app), timeout=10, what="every stream released")

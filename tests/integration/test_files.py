@@ -138,3 +138,23 @@ def test_s3_backend_uploads_and_presigned_downloads(app_factory, moto_s3):
     assert carol.delete(f"/api/files/{file['id']}").status_code == 200
     # S3 answers 403 rather than 404 for a missing key to a caller without ListBucket.
     assert requests.get(link["url"], timeout=10).status_code in (403, 404)
+
+
+def test_signed_links_are_built_from_the_public_url_not_the_host_header(app, alice, app_factory):
+    """A forged Host (or X-Forwarded-Host) must not steer where a download link points."""
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    public = app_factory(public_url="https://skyfleet.example.org/")
+    carol = make_account(public, "carol@example.org", [Role.USER])
+    data = fits_bytes(100)
+    file = upload(carol, data).json["data"]
+    link = carol.get(f"/api/files/{file['id']}/download", headers=forged).json["data"]
+    parts = urlsplit(link["url"])
+    assert (parts.scheme, parts.netloc) == ("https", "skyfleet.example.org")
+    assert parts.path.startswith("/api/storage/uploads/") and "signature=" in parts.query
+    with public.test_client().get(f"{parts.path}?{parts.query}") as fetched:
+        assert fetched.status_code == 200 and fetched.data == data
+
+    # Unset, the link follows the request: only then does the Host header decide.
+    mine = upload(alice, data).json["data"]
+    fallback = alice.get(f"/api/files/{mine['id']}/download", headers=forged).json["data"]
+    assert urlsplit(fallback["url"]).netloc == "evil.example"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from api.auth import service as accounts
 from api.auth.models import Role
 from api.context import EXTENSION_KEY
 from api.maintenance.pruner import Pruner
+from tests.helpers import wait_for
 from tests.integration.conftest import PASSWORD, As, claim, make_account, register
 
 HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
@@ -151,6 +154,79 @@ def test_service_accounts_log_in_past_the_login_limits(app_factory):
         accounts.create_user(conn, email, PASSWORD, [Role.WORKER], is_service=True)
     for _ in range(5):
         assert _attempt(limited.test_client(), email, PASSWORD).status_code == 200
+
+
+class _CountingHasher:
+    """Stands in for the argon2 hasher and counts the passwords it verifies."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.verified = real, 0
+
+    def verify(self, hashed: str, password: str) -> bool:
+        self.verified += 1
+        return bool(self.real.verify(hashed, password))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _time_left_in_the_window(app: Any, needed_s: float) -> None:
+    """Wait until the current one-minute window (on the database clock) has ``needed_s`` left,
+    so the few seconds a test counts in fall in one window."""
+    engine = app.extensions[EXTENSION_KEY].engine
+
+    def left_s() -> float:
+        with engine.connect() as conn:
+            return 60 - float(conn.execute(text("SELECT extract(epoch FROM now()) % 60")).scalar_one())
+
+    wait_for(lambda: left_s() >= needed_s, timeout=needed_s + 5, what=f"{needed_s} s left in the window")
+
+
+def test_failed_service_account_logins_are_limited_per_address_before_hashing(app_factory, monkeypatch):
+    """Anyone can name an address in the service domain; failing with it must cost a 429, not argon2."""
+    limited = app_factory(login_limit_per_account=100, login_limit_per_address=3)
+    email = accounts.service_email("pool")
+    with limited.extensions[EXTENSION_KEY].engine.begin() as conn:
+        accounts.create_user(conn, email, PASSWORD, [Role.WORKER], is_service=True)
+    _time_left_in_the_window(limited, 20)
+    hasher = _CountingHasher(accounts._hasher)
+    monkeypatch.setattr(accounts, "_hasher", hasher)
+    client = limited.test_client()
+    ghosts = (accounts.service_email(f"ghost{i}") for i in range(100))
+    refused = _until_limited(lambda: _attempt(client, next(ghosts), addr="203.0.113.9"), 3, passing=(401,))
+    _check_429(refused, 3)
+    assert refused.json["error"]["details"]["scope"] == "login-ip-failed"
+    assert hasher.verified == 3
+    # Refused before the password is checked, so the right one meets the 429 too ...
+    assert _attempt(client, email, PASSWORD, addr="203.0.113.9").status_code == 429
+    assert _attempt(client, email, "wrong password!", addr="203.0.113.9").status_code == 429
+    assert hasher.verified == 3
+    # ... while the fleet's own address, and people at this one, are unaffected.
+    assert _attempt(client, email, PASSWORD, addr="203.0.113.10").status_code == 200
+    _people(limited, "alice@example.org")
+    assert _attempt(client, "alice@example.org", PASSWORD, addr="203.0.113.9").status_code == 200
+
+
+def test_a_fleet_behind_one_address_is_not_locked_out(app_factory):
+    """Twenty workers log in at once through one NAT address, three times the allowance; only
+    failures count, so all get in, and the address still has its whole budget for failures."""
+    limited = app_factory(login_limit_per_account=2, login_limit_per_address=6)
+    email = accounts.service_email("pool")
+    with limited.extensions[EXTENSION_KEY].engine.begin() as conn:
+        accounts.create_user(conn, email, PASSWORD, [Role.WORKER], is_service=True)
+    start = threading.Barrier(20)
+
+    def worker_login(_: int) -> int:
+        client = limited.test_client()
+        start.wait(10)
+        return int(_attempt(client, email, PASSWORD, addr="198.51.100.1").status_code)
+
+    with ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(worker_login, range(20))) == [200] * 20
+    client = limited.test_client()
+    refused = _until_limited(lambda: _attempt(client, email, "a rotated password", addr="198.51.100.1"), 6,
+                             passing=(401,))
+    assert refused.json["error"]["details"]["scope"] == "login-ip-failed"
 
 
 def test_forwarded_addresses_count_only_behind_trusted_proxies(app_factory):
