@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 INFRA_STAMP := $(VENV)/.installed-infra
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench chaos lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(INFRA_STAMP)
 ## Benchmarks (not part of `make test`); prints figures.
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+## Fault injection at full size (10,000 jobs; workers, the API and PostgreSQL killed); prints figures.
+chaos: install
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check api worker manager jobtypes storage infra tests bench
