@@ -1,8 +1,21 @@
-"""The worker's HTTP client: logs in with its service account, retries what is worth retrying."""
+"""The worker's HTTP client: logs in with its service account and waits out what is transient.
+
+An outage of the API or of its database must cost a worker neither its life nor its finished
+work, so a request is retried through every transient failure — connection errors, timeouts,
+408, 429, 502, 503, 504, including at the login that renews an expired token — with
+exponential backoff and jitter, honouring ``Retry-After``. What reaches the caller is an
+answer: the envelope's ``data``; :class:`ApiRejected`, an error that sending the same request
+again will not fix (a 4xx, or a 500: the API failed on *this* request, which the caller may
+split or drop); :class:`ApiUnavailable` when the retrying ran out first (a bounded call, or
+the worker is stopping); :class:`CredentialsRefused` when the credentials are wrong, after
+which nothing will work.
+"""
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
 import random
 import threading
 import time
@@ -16,14 +29,78 @@ log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 15.0
+#: A ``Retry-After`` further out than this is not believed (a misconfigured proxy's, or hostile).
+RETRY_AFTER_CAP_S = 300.0
+#: Answers that say "not now" rather than "not this request".
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+#: Login answers that mean the credentials are wrong (or the account disabled).
+REFUSED_STATUSES = frozenset({401, 403})
 
 
-class ApiRejected(Exception):
-    """The API answered with a 4xx error envelope (retrying the same request will not help)."""
+class ApiError(Exception):
+    """A request to the API did not succeed."""
+
+
+class ApiRejected(ApiError):
+    """The API answered with an error that sending the same request again will not fix (4xx, 500)."""
 
     def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.details = status, code, message, details or {}
+
+
+class ApiUnavailable(ApiError):
+    """No answer: the API stayed unreachable or overloaded for the whole retry budget, or the worker is stopping."""
+
+
+class CredentialsRefused(ApiError):
+    """The API refused the service account (wrong password, disabled, or not a worker's): nothing will work."""
+
+
+class _Transient(Exception):
+    """One try failed in a way worth trying again (after ``retry_after`` seconds, if the API said so)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Backoff:
+    """Exponential backoff with jitter, from ``base`` doubling up to ``cap``; a ``Retry-After`` wins."""
+
+    def __init__(self, base: float = RETRY_BASE_S, cap: float = RETRY_CAP_S) -> None:
+        self.base, self.cap = base, cap
+        self._next = base
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        # Jitter spreads a fleet's retries, so a recovering API is not hit by every worker at once.
+        delay = self._next * random.uniform(0.5, 1.0)
+        self._next = min(self.cap, self._next * 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, RETRY_AFTER_CAP_S) * random.uniform(1.0, 1.2))
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.base
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_CAP_S)
 
 
 class ApiClient:
@@ -42,58 +119,84 @@ class ApiClient:
             session = self._local.session = requests.Session()
         return session
 
-    def _login(self) -> str:
+    def _token_for(self, rejected: str | None) -> str:
+        """The current token, unless there is none or it is ``rejected``: then a new login.
+
+        Under a lock, so the threads that find a token expired together log in once.
+        """
         with self._token_lock:
+            if self._token is not None and self._token != rejected:
+                return self._token
             response = self._session().post(
                 f"{self.settings.api_url}/api/auth/login",
                 json={"email": self.settings.email, "password": self.settings.password},
                 timeout=self.settings.http_timeout_s,
             )
-            body = _json(response)
+            if response.status_code in REFUSED_STATUSES:
+                raise CredentialsRefused(f"login refused for {self.settings.email} ({_rejected(response)}); "
+                                         "check SKYFLEET_WORKER_EMAIL and SKYFLEET_WORKER_PASSWORD")
             if response.status_code != 200:
-                error = body.get("error", {})
-                raise ApiRejected(response.status_code, error.get("code", "ERROR"), error.get("message", "login failed"))
-            self._token = body["data"]["access_token"]
-            return self._token
+                # Anything else is the API's trouble, not the account's (a database outage is a 503).
+                raise _Transient(f"login: HTTP {response.status_code}",
+                                 parse_retry_after(response.headers.get("Retry-After")))
+            token = _data(response).get("access_token")
+            if not isinstance(token, str):
+                raise _Transient("login: no access token in the answer")
+            self._token = token
+            return token
 
     def post(self, path: str, body: dict[str, Any], timeout: float | None = None,
              retry_for_s: float | None = None) -> dict[str, Any]:
-        """POST and return ``data``; retries connection errors, 5xx and 429 with backoff.
+        """POST and return the answer's ``data``, retrying whatever is transient.
 
-        ``retry_for_s`` bounds the retrying (None: until the worker is told to stop).
-        Raises :class:`ApiRejected` for a 4xx answer.
+        ``retry_for_s`` bounds the retrying (shutdown paths); None retries until the worker is
+        told to stop. Raises :class:`ApiRejected`, :class:`ApiUnavailable` or :class:`CredentialsRefused`.
         """
         deadline = None if retry_for_s is None else time.monotonic() + retry_for_s
-        delay = RETRY_BASE_S
-        relogged = False
+        backoff = Backoff()
+        rejected: str | None = None
         while True:
             try:
-                token = self._token or self._login()
+                token = self._token_for(rejected)
                 response = self._session().post(
                     f"{self.settings.api_url}{path}", json=body,
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=timeout or self.settings.http_timeout_s,
                 )
-                if response.status_code == 401 and not relogged:
-                    relogged = True
-                    self._token = None
+                if response.status_code == 401 and rejected is None:
+                    # Most likely the token expired: the next try logs in again (once per request;
+                    # a login answered 503 during an outage is retried like any transient failure).
+                    rejected = token
                     continue
                 if response.status_code < 400:
-                    return _json(response)["data"]
-                if response.status_code < 500 and response.status_code != 429:
-                    error = _json(response).get("error", {})
-                    raise ApiRejected(response.status_code, error.get("code", "ERROR"),
-                                      error.get("message", ""), error.get("details"))
-                reason = f"HTTP {response.status_code}"
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                reason = type(exc).__name__
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise ConnectionError(f"POST {path} failed: {reason}")
-            if deadline is None and self._stop.is_set() and retry_for_s is None:
-                raise ConnectionError(f"POST {path} abandoned while stopping: {reason}")
-            log.warning("POST %s failed (%s); retrying in %.1f s", path, reason, delay)
-            time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(RETRY_CAP_S, delay * 2)
+                    data = _json(response).get("data")
+                    if not isinstance(data, dict):
+                        raise _Transient(f"HTTP {response.status_code} without an envelope")
+                    return data
+                if response.status_code not in TRANSIENT_STATUSES:
+                    raise _rejected(response)
+                raise _Transient(f"HTTP {response.status_code}", parse_retry_after(response.headers.get("Retry-After")))
+            except _Transient as exc:
+                failure = exc
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                failure = _Transient(type(exc).__name__)  # the answer, if any, was lost on the way
+            self._pause(path, failure, backoff.next_delay(failure.retry_after), deadline)
+
+    def _pause(self, path: str, failure: _Transient, delay: float, deadline: float | None) -> None:
+        """Wait ``delay`` before the next try, or raise ApiUnavailable if there is to be none."""
+        if deadline is None:
+            if self._stop.is_set():
+                raise ApiUnavailable(f"POST {path} abandoned while stopping: {failure}")
+            log.warning("POST %s failed (%s); retrying in %.1f s", path, failure, delay)
+            if self._stop.wait(delay):
+                raise ApiUnavailable(f"POST {path} abandoned while stopping: {failure}")
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ApiUnavailable(f"POST {path} failed: {failure}")
+        # A bounded call (shutdown: stop is set) sleeps without looking at the stop event.
+        log.warning("POST %s failed (%s); retrying in %.1f s", path, failure, min(delay, remaining))
+        time.sleep(min(delay, remaining))
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
@@ -102,3 +205,16 @@ def _json(response: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _data(response: requests.Response) -> dict[str, Any]:
+    data = _json(response).get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _rejected(response: requests.Response) -> ApiRejected:
+    error = _json(response).get("error")
+    error = error if isinstance(error, dict) else {}
+    details = error.get("details")
+    return ApiRejected(response.status_code, str(error.get("code", "ERROR")), str(error.get("message", "")),
+                       details if isinstance(details, dict) else None)

@@ -28,7 +28,7 @@ from typing import Any
 
 from worker.jobs import Cancelled, JobContext, PermanentError, handler_for
 from worker.jobs.jsonsafe import jsonable
-from worker.lifeline import PARENT_ENV, die_with_parent
+from worker.lifeline import PARENT_ENV, arm_job_process
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,17 @@ class Outcome:
     outputs: list[tuple[str, str, str | None]] = field(default_factory=list)
     error: dict[str, Any] | None = None
 
+    def report(self, job_id: int, attempt: int, files: tuple[str, list[dict[str, Any]]] | None) -> dict[str, Any]:
+        """The attempt's report for the API; ``files`` (storage URI, files) were uploaded on success."""
+        report: dict[str, Any] = {"job_id": job_id, "attempt": attempt, "status": self.status}
+        if self.status == "SUCCEEDED":
+            report["result_payload"] = self.result
+            if files:
+                report["storage_uri"], report["files"] = files
+        elif self.error:
+            report["error"] = self.error
+        return report
+
 
 def failure(code: str, message: str, permanent: bool = False) -> Outcome:
     return Outcome("FAILED", error={"code": code, "message": message[:MAX_ERROR_CHARS], "permanent": permanent})
@@ -89,7 +100,7 @@ def run_handler(task: Task, cancel_flag: Any, progress_sink: Callable[[dict[str,
 
 def _child_main(conn: Connection, cancel: Any) -> None:
     """The child's loop: one task at a time until the parent closes the pipe."""
-    die_with_parent()
+    arm_job_process()
     # Ctrl-C reaches the whole process group; the parent decides what happens to running jobs.
     # SIGTERM keeps its default: only the parent sends it (multiprocessing's exit handler).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -172,6 +183,8 @@ class Executor:
 
     def __init__(self, preload: Iterable[str], inline: Iterable[str] = ("noop",)) -> None:
         self.mp = multiprocessing.get_context("forkserver")
+        # The lifeline first: it arms the forkserver before the handlers' imports (seconds of
+        # numpy and astropy), so a worker killed meanwhile leaves nothing behind.
         self.mp.set_forkserver_preload(["worker.lifeline", *sorted(set(preload))])
         # The forkserver ties its life to this process (worker/lifeline.py). The kernel signals on
         # the exit of the *thread* that started it, so start it here, from the constructing thread

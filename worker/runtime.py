@@ -1,10 +1,15 @@
 """The worker loop: stop check → claim → execute → report; heartbeats on a side thread.
 
 Each claimed job gets a thread of this process that fetches its inputs, runs its handler
-in a child process (:mod:`worker.executor`), uploads its outputs and queues its report.
+in a child process (:mod:`worker.executor`), uploads its outputs and queues its report
+(:mod:`worker.outbox`: the next claim carries it, or the reporter thread sends it).
 Nothing CPU-bound runs here, so heartbeats keep every lease alive however hard a handler
 works. A result is kept (and its lease heartbeated) until the API has accepted it or
 rejected it as stale, so a finished job is never lost to a network blip.
+
+A worker outlives the API's troubles: the client retries what is transient without bound; a
+claim the API fails on is tried again after a backoff; a worker the API no longer knows
+(declared lost after a long silence) registers again. Only refused credentials end it early.
 """
 
 from __future__ import annotations
@@ -24,17 +29,20 @@ from typing import Any
 
 from storage import StorageError, open_storage
 from storage.netguard import AddressGuard
-from worker.client import ApiClient, ApiRejected
+from worker.client import ApiClient, ApiError, ApiRejected, ApiUnavailable, Backoff, CredentialsRefused
 from worker.config import WorkerSettings
 from worker.ecs import task_identity
 from worker.executor import Executor, Outcome, Task, failure
 from worker.inputs import InputFetcher, upload_outputs
 from worker.jobs import HANDLERS, PermanentError
+from worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-#: How long a finished job's report waits for the next claim to carry it before it is sent alone.
-REPORT_DELAY_S = 0.05
+#: The exit code when the API refuses the worker's credentials (0: stopped, drained or idle).
+EXIT_REFUSED = 3
+#: What the API answers a worker it does not know (404) or has declared lost or stopped (409).
+WORKER_GONE = frozenset({404, 409})
 
 
 @dataclass
@@ -54,6 +62,9 @@ class Worker:
         self.stopping = threading.Event()
         self.draining = threading.Event()
         self._done = threading.Event()
+        #: The API no longer knows this worker: the claim loop registers it again.
+        self._lost = threading.Event()
+        self._refusal: CredentialsRefused | None = None
         self.client = ApiClient(settings, self.stopping)
         self.worker_id: int | None = None
         self.heartbeat_interval_s = 2.0
@@ -61,10 +72,9 @@ class Worker:
         self._lock = threading.Lock()
         self._busy = 0
         self._slot_freed = threading.Event()
+        self._claim_backoff = Backoff()
         # Finished attempts waiting to be reported; the next claim usually carries them.
-        self._outbox: list[dict[str, Any]] = []
-        self._outbox_ready = threading.Event()
-        self._reports_in_flight = 0
+        self.outbox = Outbox(self._post_results, self._forget, settings.result_batch)
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="job")
         self.storage = open_storage(settings.storage_backend, root=settings.storage_dir,
                                     bucket=settings.s3_bucket, prefix=settings.s3_prefix)
@@ -75,9 +85,14 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------------------
 
     def register(self) -> None:
+        """Register with the API, trying until it answers or the worker is told to stop.
+
+        Raises ApiUnavailable if told to stop first, CredentialsRefused for wrong credentials
+        or an account that may not run workers (403).
+        """
         s = self.settings
         attributes = {k: v for k, v in {"pool": s.pool, "revision": s.revision, "launch_id": s.launch_id}.items() if v}
-        data = self.client.post("/api/workers", {
+        body = {
             "name": s.name,
             "job_types": list(s.job_types),
             "concurrency": s.concurrency,
@@ -85,96 +100,148 @@ class Worker:
             "pid": os.getpid(),
             "attributes": attributes or None,
             **task_identity(s.ecs_metadata_uri),
-        }, retry_for_s=300)
+        }
+        backoff = Backoff()
+        while True:
+            try:
+                data = self.client.post("/api/workers", body)
+                break
+            except ApiRejected as exc:
+                if exc.status == 403:
+                    raise CredentialsRefused(f"{s.email} may not register workers ({exc})") from exc
+                delay = backoff.next_delay()
+                log.error("registration rejected: %s; retrying in %.1f s", exc, delay)
+                if self.stopping.wait(delay):
+                    raise ApiUnavailable("stopped before registering") from exc
         self.worker_id = data["id"]
+        self._lost.clear()
         self.heartbeat_interval_s = float(data["heartbeat_interval_s"])
         if s.heartbeat_interval_s:
             self.heartbeat_interval_s = min(self.heartbeat_interval_s, s.heartbeat_interval_s)
         log.info("registered worker %s (%s) for %s", self.worker_id, self.settings.name, self.settings.job_types)
 
     def run(self) -> int:
-        """Work until SIGTERM/SIGINT, a drain request or the idle timeout; exit code 0."""
+        """Work until SIGTERM/SIGINT, a drain request or the idle timeout (exit code 0), or until
+        the API refuses the worker's credentials (EXIT_REFUSED)."""
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         # The forkserver imports the handlers while the worker registers.
         warming = threading.Thread(target=self.executor.warm, args=(1,), name="warm", daemon=True)
         warming.start()
-        self.register()
-        threads = [
-            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
-            threading.Thread(target=self._report_loop, name="reporter", daemon=True),
-        ]
-        for t in threads:
-            t.start()
+        try:
+            self.register()
+            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+            threading.Thread(target=self.outbox.run, args=(self._refused,), name="reporter", daemon=True).start()
+            self._work()
+        except CredentialsRefused as exc:
+            self._refused(exc)
+        except ApiUnavailable:
+            log.info("stopped while the API was unreachable")
+        self._shutdown()
+        return EXIT_REFUSED if self._refusal else 0
+
+    def _work(self) -> None:
+        """The claim loop: until told to stop, drained or idle, claim what there is room for and start it."""
         idle_since = time.monotonic()
         # Claim when at least half the batch is free (or nothing runs), so claims stay full.
         min_free = max(1, min(self.settings.claim_batch, self.settings.concurrency) // 2)
         while not (self.stopping.is_set() or self.draining.is_set()):
+            if self._lost.is_set():
+                log.warning("the API no longer knows worker %s; registering again", self.worker_id)
+                self.register()
+                continue
             free = self.settings.concurrency - self._busy
             if free <= 0 or (free < min_free and self._busy):
                 self._slot_freed.wait(1.0)
                 self._slot_freed.clear()
                 continue
-            results = self._take_reports()
-            try:
-                data = self.client.post(
-                    f"/api/workers/{self.worker_id}/claim",
-                    {"max_jobs": min(free, self.settings.claim_batch), "wait_s": self.settings.claim_wait_s,
-                     "results": results},
-                    timeout=self.settings.claim_wait_s + self.settings.http_timeout_s,
-                )
-            except ConnectionError:
-                self._return_reports(results)
-                continue
-            except ApiRejected as exc:
-                self._return_reports(results)
-                log.error("claim rejected: %s; stopping", exc)
-                break
-            self._settle(results, data["results"])
-            if data["drain"]:
-                self.draining.set()
-            for job in data["jobs"]:
+            jobs = self._claim(min(free, self.settings.claim_batch))
+            for job in jobs or ():
                 self._start(job)
-            if data["jobs"] or self._busy:
+            # A failed claim (None) is not idleness: an outage must not look like an empty queue.
+            if jobs is None or jobs or self._busy:
                 idle_since = time.monotonic()
             elif self.settings.idle_timeout_s and time.monotonic() - idle_since >= self.settings.idle_timeout_s:
                 log.info("idle for %.0f s; exiting", self.settings.idle_timeout_s)
-                break
-        self._shutdown()
-        return 0
+                return
+
+    def _claim(self, max_jobs: int) -> list[dict[str, Any]] | None:
+        """One claim, carrying the reports waiting; its jobs, or None if it failed."""
+        batch = self.outbox.take(for_claim=True)
+        try:
+            data = self.client.post(
+                f"/api/workers/{self.worker_id}/claim",
+                {"max_jobs": max_jobs, "wait_s": self.settings.claim_wait_s, "results": [p.report for p in batch]},
+                timeout=self.settings.claim_wait_s + self.settings.http_timeout_s,
+            )
+        except ApiRejected as exc:
+            if exc.status in WORKER_GONE:
+                self.outbox.give_back(batch)
+                self._lost.set()
+                return None
+            # One of the reports may be what the API fails on: they go apart now, by the results
+            # endpoint (tries, then splitting), and the claim is tried again at once without them.
+            self.outbox.give_back(batch, suspect=True)
+            if batch:
+                log.warning("claim carrying %d report(s) rejected: %s; sending them apart", len(batch), exc)
+            else:
+                delay = self._claim_backoff.next_delay()
+                log.warning("claim rejected: %s; retrying in %.1f s", exc, delay)
+                self.stopping.wait(delay)
+            return None
+        except ApiUnavailable:  # only once told to stop: the loop ends
+            self.outbox.give_back(batch)
+            return None
+        except CredentialsRefused:
+            self.outbox.give_back(batch)
+            raise
+        self._claim_backoff.reset()
+        self.outbox.settle(batch, data.get("results", []))
+        if data.get("drain"):
+            self.draining.set()
+        return list(data.get("jobs", []))
 
     def _shutdown(self) -> None:
         """Finish or release the running jobs, send every report, deregister.
 
         Drained (scale-in, redeploy) the worker finishes every running job however long it
         takes; stopping (SIGTERM, also during a drain) it gives them ``stop_grace_s`` from the
-        signal, then releases what still runs.
+        signal, then releases what still runs. Refused credentials leave nothing to wait for.
         """
+        grace_s = 0.0 if self._refusal else self.settings.stop_grace_s
         deadline: float | None = None
         while self._busy:
             if self.stopping.is_set():
-                deadline = deadline or time.monotonic() + self.settings.stop_grace_s
+                deadline = deadline or time.monotonic() + grace_s
                 if time.monotonic() >= deadline:
                     break
             self._slot_freed.wait(0.2)
             self._slot_freed.clear()
-        with self._lock:
-            unfinished = [k for k, c in self._leases.items() if not c.finished]
-        if unfinished:
-            for key in unfinished:
-                self._leases[key].cancel_event.set()
-            try:
-                self.client.post(f"/api/workers/{self.worker_id}/release",
-                                 {"jobs": [{"job_id": j, "attempt": a} for j, a in unfinished]}, retry_for_s=10)
-            except (ConnectionError, ApiRejected):
-                log.warning("could not release %s; their leases will lapse", unfinished)
-        self._flush_reports()
-        try:
-            self.client.post(f"/api/workers/{self.worker_id}/deregister", {}, retry_for_s=5)
-        except (ConnectionError, ApiRejected):
-            log.warning("could not deregister")
+        if self.worker_id is not None:
+            self._say_goodbye()
         self._done.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.executor.close()
+
+    def _say_goodbye(self) -> None:
+        """Release what still runs, flush the reports, deregister: each bounded, each best effort."""
+        with self._lock:
+            unfinished = [k for k, c in self._leases.items() if not c.finished]
+        for key in unfinished:
+            self._leases[key].cancel_event.set()
+        if unfinished:
+            try:
+                self.client.post(f"/api/workers/{self.worker_id}/release",
+                                 {"jobs": [{"job_id": j, "attempt": a} for j, a in unfinished]}, retry_for_s=10)
+            except ApiError:
+                log.warning("could not release %s; their leases will lapse", unfinished)
+        try:
+            self.outbox.flush(self.settings.stop_grace_s)
+        except CredentialsRefused as exc:
+            self._refused(exc)
+        try:
+            self.client.post(f"/api/workers/{self.worker_id}/deregister", {}, retry_for_s=5)
+        except ApiError:
+            log.warning("could not deregister")
 
     # -- executing ---------------------------------------------------------------------
 
@@ -204,18 +271,11 @@ class Worker:
         finally:
             if workdir.exists():
                 shutil.rmtree(workdir, ignore_errors=True)
-            report: dict[str, Any] = {"job_id": lease.job_id, "attempt": lease.attempt, "status": outcome.status}
-            if outcome.status == "SUCCEEDED":
-                report["result_payload"] = outcome.result
-                if files:
-                    report["storage_uri"], report["files"] = files
-            elif outcome.error:
-                report["error"] = outcome.error
-            # The report is queued in the same step that frees the slot: a shutdown that sees
-            # nothing busy must also see this report waiting, or it would exit without sending it.
+            report = outcome.report(lease.job_id, lease.attempt, files)
+            # The report is queued before the slot is freed: a shutdown that sees nothing busy
+            # must also see this report waiting, or it would exit without sending it.
+            self.outbox.put(report)
             with self._lock:
-                self._outbox.append(report)
-                self._outbox_ready.set()
                 lease.finished = True
                 self._busy -= 1
             self._slot_freed.set()
@@ -241,89 +301,66 @@ class Worker:
         return self.executor.run(task, on_progress, lease.cancel_event, float(job.get("timeout_s") or 0),
                                  self.settings.cancel_grace_s)
 
-    # -- side loops --------------------------------------------------------------------
+    # -- reports and heartbeats ---------------------------------------------------------
 
-    def _take_reports(self) -> list[dict[str, Any]]:
-        with self._lock:
-            batch = self._outbox[: self.settings.result_batch]
-            del self._outbox[: len(batch)]
-            if not self._outbox:
-                self._outbox_ready.clear()
-            self._reports_in_flight += len(batch)
-        return batch
-
-    def _return_reports(self, batch: list[dict[str, Any]]) -> None:
-        """A request carrying ``batch`` failed: put it back to be sent again."""
-        with self._lock:
-            self._outbox[:0] = batch
-            self._reports_in_flight -= len(batch)
-            if self._outbox:
-                self._outbox_ready.set()
-
-    def _settle(self, batch: list[dict[str, Any]], outcomes: list[dict[str, Any]]) -> None:
-        """The API answered for ``batch``: accepted or stale, these attempts are done."""
-        for outcome in outcomes:
-            if not outcome.get("accepted"):
-                log.warning("result for job %s attempt %s was stale; dropped", outcome["job_id"], outcome["attempt"])
-        with self._lock:
-            for report in batch:
-                self._leases.pop((report["job_id"], report["attempt"]), None)
-            self._reports_in_flight -= len(batch)
-
-    def _report_loop(self) -> None:
-        """Send reports the claim loop has not carried within REPORT_DELAY_S (it is long-polling)."""
-        while True:
-            self._outbox_ready.wait()
-            time.sleep(REPORT_DELAY_S)
-            batch = self._take_reports()
-            if batch:
-                self._send_reports(batch)
-
-    def _flush_reports(self) -> None:
-        """At shutdown: send everything still waiting."""
-        deadline = time.monotonic() + self.settings.stop_grace_s
-        while time.monotonic() < deadline:
-            batch = self._take_reports()
-            if batch:
-                self._send_reports(batch)
-            elif not self._reports_in_flight:
-                return
-            else:
-                time.sleep(0.05)
-
-    def _send_reports(self, batch: list[dict[str, Any]]) -> None:
+    def _post_results(self, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send reports by the results endpoint; the API's outcomes (none accepted on a 404 or 409)."""
+        retry_for_s = self.settings.stop_grace_s if self.stopping.is_set() else None
         try:
-            data = self.client.post(f"/api/workers/{self.worker_id}/results", {"results": batch},
-                                    retry_for_s=None if not self.stopping.is_set() else self.settings.stop_grace_s)
-            outcomes = data["results"]
+            data = self.client.post(f"/api/workers/{self.worker_id}/results", {"results": reports},
+                                    retry_for_s=retry_for_s)
         except ApiRejected as exc:
-            if exc.status != 409:
-                log.error("results rejected: %s", exc)
-            outcomes = exc.details.get("results", [])
-        except ConnectionError:
-            self._return_reports(batch)
-            return
-        self._settle(batch, outcomes)
+            if exc.status not in WORKER_GONE:
+                raise
+            if "results" not in exc.details:  # not stale attempts: the API no longer knows this worker
+                self._lost.set()
+            return list(exc.details.get("results") or [])
+        return list(data.get("results", []))
+
+    def _forget(self, reports: list[dict[str, Any]]) -> None:
+        """These reports are done with (accepted, stale or dropped): stop heartbeating their leases."""
+        with self._lock:
+            for report in reports:
+                self._leases.pop((report["job_id"], report["attempt"]), None)
 
     def _heartbeat_loop(self) -> None:
+        """Extend the leases of running jobs and of finished ones not yet reported, whatever fails."""
         # Beats go on through shutdown (running jobs keep their leases) until it is done.
         while not self._done.wait(self.heartbeat_interval_s):
-            with self._lock:
-                running = [{"job_id": j, "attempt": a, "progress": c.progress} for (j, a), c in self._leases.items()]
             try:
-                data = self.client.post(f"/api/workers/{self.worker_id}/heartbeat", {"jobs": running},
-                                        retry_for_s=self.heartbeat_interval_s)
-            except (ConnectionError, ApiRejected) as exc:
+                self._heartbeat()
+            except ApiUnavailable as exc:
                 log.warning("heartbeat failed: %s", exc)
-                continue
-            if data["drain"]:
-                self.draining.set()
-            for stop in data["stop"]:
-                lease = self._leases.get((stop["job_id"], stop["attempt"]))
-                # A finished attempt shows as "lost" once its report landed: nothing to stop.
-                if lease is not None and not lease.finished:
-                    log.info("stopping job %s attempt %s (%s)", stop["job_id"], stop["attempt"], stop["reason"])
-                    lease.cancel_event.set()
+            except ApiRejected as exc:
+                log.warning("heartbeat rejected: %s", exc)
+                if exc.status in WORKER_GONE:
+                    self._lost.set()
+            except CredentialsRefused as exc:
+                self._refused(exc)
+            except Exception:  # a dead heartbeat thread would cost every running job its lease
+                log.exception("heartbeat failed")
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            running = [{"job_id": j, "attempt": a, "progress": c.progress} for (j, a), c in self._leases.items()]
+        data = self.client.post(f"/api/workers/{self.worker_id}/heartbeat", {"jobs": running},
+                                retry_for_s=self.heartbeat_interval_s)
+        if data.get("drain"):
+            self.draining.set()
+        for stop in data.get("stop", []):
+            lease = self._leases.get((stop["job_id"], stop["attempt"]))
+            # A finished attempt shows as "lost" once its report landed: nothing to stop.
+            if lease is not None and not lease.finished:
+                log.info("stopping job %s attempt %s (%s)", stop["job_id"], stop["attempt"], stop["reason"])
+                lease.cancel_event.set()
+
+    def _refused(self, exc: CredentialsRefused) -> None:
+        """The API refused the credentials: say so once, and stop."""
+        with self._lock:
+            first, self._refusal = self._refusal is None, self._refusal or exc
+        if first:
+            log.error("%s; exiting", exc)
+        self.stopping.set()
 
 
 def main_loop(settings: WorkerSettings) -> int:
