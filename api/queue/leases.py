@@ -154,12 +154,17 @@ _EXTEND = text("""
 """)
 
 
+# SKIP LOCKED again: a report locks the job row and then its assignment, while this heartbeat
+# already holds the assignment (from _EXTEND); waiting here would deadlock the two. A job
+# locked right now is being finished, so its progress no longer matters.
 _SET_PROGRESS = text("""
     UPDATE jobs j SET progress = p.progress, updated_at = now()
     FROM unnest(CAST(:job_ids AS bigint[]), CAST(:attempts AS int[]), CAST(:progress AS jsonb[]))
          AS p(job_id, attempt, progress)
     WHERE j.id = p.job_id AND j.attempt = p.attempt AND j.status = 'IN_PROGRESS'
       AND j.progress IS DISTINCT FROM p.progress
+      AND j.id IN (SELECT id FROM jobs WHERE id = ANY(CAST(:job_ids AS bigint[])) AND status = 'IN_PROGRESS'
+                   FOR UPDATE SKIP LOCKED)
 """)
 
 
