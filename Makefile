@@ -28,8 +28,14 @@ run: install
 test: $(INFRA_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Benchmarks (not part of `make test`); prints figures.
-bench: install
+## Benchmarks (not part of `make test`); prints figures. The peers it compares with (pgqueuer)
+## come from the bench extra, installed here only.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 ## Fault injection at full size (10,000 jobs; workers, the API and PostgreSQL killed); prints figures.

@@ -8,8 +8,11 @@ What each scenario measures, and how, is described in ``bench/__main__.py``. The
 - ``clients``: the benchmark's own database connection and HTTP clients;
 - ``waiting``: polling for a condition, and for the workers to drain the queue;
 - ``figures``: figure records, targets and their formatting; ``report``: summary and results.json;
-- ``cpu``: CPU accounting per role from /proc;
+- ``cpu``: CPU accounting per role from /proc; ``cputree``: the same, counting processes that exited;
+- ``children``: child processes of the peers and scale scenarios;
 - ``errors``: :class:`~bench.errors.BenchError`;
-- one module per scenario: ``enqueue``, ``throughput``, ``latency``, ``rescue``, ``claim``, ``manager``,
-  ``jobtypes`` (with ``astro_inputs``, its inputs, and ``direct``, the direct run).
+- one module per scenario: ``enqueue``, ``throughput`` (run through ``writes``, which adds the rows
+  and CPU per job), ``latency``, ``peers`` (with ``bare`` and ``pgq``, the two peers, and ``ratios``,
+  skyfleet / peer), ``rescue``, ``claim``, ``manager``, ``jobtypes`` (with ``astro_inputs``, its
+  inputs, and ``direct``, the direct run), ``scale`` (with ``swarm``, the simulated workers).
 """

@@ -28,7 +28,10 @@ Scenarios (``--only a,b``; all by default, in this order):
     status scans the table, which on 2 cores would slow down the server being measured),
     and confirmed with an exact count of the active jobs at the end.
     Also printed: how many jobs each claim and each result report carried on average
-    (rows written by one transaction share their ``created_at``).
+    (rows written by one transaction share their ``created_at``); and, around each run (submit
+    → SUCCEEDED, ``bench/writes.py``), the row writes per job (``n_tup_ins + n_tup_upd +
+    n_tup_del`` of ``pg_stat_user_tables``, per table, read once PostgreSQL has published them:
+    ~11 s before and after each run) and the CPU µs per job of the API, PostgreSQL and the workers.
 
 ``latency``
     Pickup latency with idle long-polling workers (claim wait 5 s): after a warm-up, jobs
@@ -37,6 +40,16 @@ Scenarios (``--only a,b``; all by default, in this order):
     the claim transaction's start), so it includes the rest of the submit transaction.
     For comparison (no target), the same is measured for jobs inserted by SQL in one
     statement with its NOTIFY, which leaves out the API's submit transaction.
+
+``peers``
+    The same enqueue, end-to-end and pickup-latency measurements, with the same sizes, of two
+    peers in their own database (``bench_peers``) on the same PostgreSQL: a bare psycopg
+    ``SELECT … FOR UPDATE SKIP LOCKED`` loop on a plain table (the floor: claim batch
+    ``--bare-batch`` and 1; LISTEN/NOTIFY wake-up) and pgqueuer (the ``bench`` extra, installed
+    with its own install step; ``batch_size`` ``--pgqueuer-batch`` and 1), each with
+    ``--peer-workers`` processes. When ``enqueue``, ``throughput`` and ``latency`` ran in the same
+    invocation, skyfleet / peer is printed for each figure (below 1 for jobs/s, above 1 for
+    latencies: skyfleet slower) and written to results.json. See ``bench/peers.py``.
 
 ``rescue``
     Two workers (types noop,sleep); one ``sleep`` job of 60 s; once it is IN_PROGRESS, the
@@ -85,6 +98,18 @@ Scenarios (``--only a,b``; all by default, in this order):
     reported as skipped. On a loaded 2-core machine the heavy types' wall times vary by ±30 %;
     their CPU seconds are the steadier comparison.
 
+``scale``
+    ``--scale-workers`` simulated workers (``bench/swarm.py``: light threads in
+    ``--scale-processes`` processes that register, long-poll their claims with ``wait_s`` 20 and
+    heartbeat with their jobs, as ``worker/runtime.py`` does) against the API (2 gunicorn processes
+    × 32 threads). While the fleet is idle for ``--scale-idle-s``: ``/api/health`` and heartbeat
+    p50/p99/max with their timeouts and errors, workers that went a lease without an answered
+    heartbeat, the API's CPU (% of one core) and database connections (``pg_stat_activity``);
+    then a burst of ``--scale-burst-jobs`` ``sleep`` jobs of 50–200 ms: time to finish, leases
+    lost and jobs run more than once, counted from the database. Failures are counted, not
+    fatal: a parked claim holds an API thread, so past a few dozen workers they are expected.
+    See ``bench/scale.py``.
+
 ``--quick`` is a smoke run (small sizes; a few minutes in all, most of it start-up, lease
 expiry and workers finishing their 5 s long polls on SIGTERM). Any size option overrides
 the full or quick default. The exit code is 0 when every scenario was measured, whether or
@@ -116,12 +141,15 @@ from bench.jobtypes import bench_jobtypes
 from bench.latency import bench_latency
 from bench.manager import bench_manager
 from bench.options import KNOBS, Options
+from bench.peers import bench_peers
+from bench.ratios import peer_ratios, print_ratios
 from bench.report import meta, print_summary, write_results
 from bench.rescue import bench_rescue
-from bench.throughput import bench_throughput
+from bench.scale import bench_scale
+from bench.writes import bench_throughput_costs
 
 DEFAULT_DATA_DIR = ROOT / ".skyfleet" / "bench"
-SCENARIOS = ("enqueue", "throughput", "latency", "rescue", "claim", "manager", "jobtypes")
+SCENARIOS = ("enqueue", "throughput", "latency", "peers", "rescue", "claim", "manager", "jobtypes", "scale")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,12 +195,14 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
 
 SCENARIO_FUNCS: dict[str, Callable[[Fleet, Options], ScenarioResult]] = {
     "enqueue": bench_enqueue,
-    "throughput": bench_throughput,
+    "throughput": bench_throughput_costs,
     "latency": bench_latency,
+    "peers": bench_peers,
     "rescue": bench_rescue,
     "claim": bench_claim,
     "manager": bench_manager,
     "jobtypes": bench_jobtypes,
+    "scale": bench_scale,
 }
 
 
@@ -239,10 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors["interrupted"] = "Ctrl-C or SIGTERM"
     finally:
         _shield_cleanup()
+        ratios = peer_ratios(figures)
+        figures += ratios
+        data["ratios"] = {f.name: f.value for f in ratios}
         try:
             fleet.close()
         finally:
             write_results(results_path, info, figures, data, errors)
+    print_ratios(ratios, "peers" in data)
     print_summary(figures, errors)
     say(f"\nresults: {results_path}")
     return 1 if errors else 0

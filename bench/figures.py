@@ -53,7 +53,9 @@ class ScenarioResult:
 
 
 def _fmt(value: float) -> str:
-    """A number with as many decimals as its size warrants."""
+    """A number with as many decimals as its size warrants (none for a count)."""
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:

@@ -36,6 +36,13 @@ KNOBS = (
     Knob("claim_budget_s", 60.0, 15.0, "seconds of claiming per queue size, at most (claim)"),
     Knob("jobtype_repeats", 3, 1, "runs of each job type, through the fleet and direct; medians count (jobtypes)"),
     Knob("jobtype_types", "all", "all", "job types to measure, comma-separated, or all (jobtypes)"),
+    Knob("peer_workers", 4, 4, "worker processes of each peer queue (peers)"),
+    Knob("pgqueuer_batch", 100, 100, "pgqueuer's dequeue batch size in its batched run (peers)"),
+    Knob("bare_batch", 50, 50, "claim batch of the bare SKIP LOCKED loop in its batched run (peers)"),
+    Knob("scale_workers", 1000, 100, "simulated workers long-polling the API (scale)"),
+    Knob("scale_processes", 4, 2, "client processes the simulated workers are spread over (scale)"),
+    Knob("scale_idle_s", 60.0, 20.0, "seconds the idle fleet is measured (scale)"),
+    Knob("scale_burst_jobs", 2000, 200, "sleep jobs of 50-200 ms submitted to the fleet at once, 0: none (scale)"),
 )
 
 
@@ -64,3 +71,10 @@ class Options:
     claim_budget_s: float
     jobtype_repeats: int
     jobtype_types: str
+    peer_workers: int
+    pgqueuer_batch: int
+    bare_batch: int
+    scale_workers: int
+    scale_processes: int
+    scale_idle_s: float
+    scale_burst_jobs: int
