@@ -28,7 +28,14 @@ from worker.config import WorkerSettings
 log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 0.5
-RETRY_CAP_S = 15.0
+#: Low enough that a fleet resumes within seconds of an outage's end (jitter spreads the load).
+RETRY_CAP_S = 5.0
+#: An access token is renewed at a random point in this fraction of its lifetime.
+RENEW_AT_FRACTION = (0.6, 0.8)
+#: Lifetime assumed when the login answer does not say (renewal then rests on the 401).
+RENEW_UNKNOWN_S = 600.0
+#: After a failed early renewal, the next try (the current token is still valid meanwhile).
+RENEW_RETRY_S = 5.0
 #: A ``Retry-After`` further out than this is not believed (a misconfigured proxy's, or hostile).
 RETRY_AFTER_CAP_S = 300.0
 #: Answers that say "not now" rather than "not this request".
@@ -110,6 +117,8 @@ class ApiClient:
         self.settings = settings
         self._local = threading.local()
         self._token: str | None = None
+        self._refresh_token: str | None = None
+        self._renew_at = 0.0
         self._token_lock = threading.Lock()
         self._stop = stop or threading.Event()
 
@@ -120,30 +129,68 @@ class ApiClient:
         return session
 
     def _token_for(self, rejected: str | None) -> str:
-        """The current token, unless there is none or it is ``rejected``: then a new login.
+        """The current access token; a renewed one when it is due, missing or ``rejected``.
 
-        Under a lock, so the threads that find a token expired together log in once.
+        Renewal is due at a random 60-80 % of the token's lifetime, so a fleet started together
+        does not renew together, and it uses the refresh token (a lookup for the API, where a
+        password login costs it an argon2 hash). While one thread renews a token that is still
+        valid, the others carry on with it: a heartbeat never waits on a renewal. A renewal
+        that fails for a transient reason keeps the current token and tries again shortly.
         """
+        if self._token is not None and self._token != rejected:
+            if time.monotonic() < self._renew_at or not self._token_lock.acquire(blocking=False):
+                return self._token
+            try:
+                return self._renew(proactive=True)
+            finally:
+                self._token_lock.release()
         with self._token_lock:
             if self._token is not None and self._token != rejected:
-                return self._token
-            response = self._session().post(
-                f"{self.settings.api_url}/api/auth/login",
-                json={"email": self.settings.email, "password": self.settings.password},
-                timeout=self.settings.http_timeout_s,
-            )
-            if response.status_code in REFUSED_STATUSES:
-                raise CredentialsRefused(f"login refused for {self.settings.email} ({_rejected(response)}); "
-                                         "check SKYFLEET_WORKER_EMAIL and SKYFLEET_WORKER_PASSWORD")
-            if response.status_code != 200:
-                # Anything else is the API's trouble, not the account's (a database outage is a 503).
-                raise _Transient(f"login: HTTP {response.status_code}",
-                                 parse_retry_after(response.headers.get("Retry-After")))
-            token = _data(response).get("access_token")
-            if not isinstance(token, str):
-                raise _Transient("login: no access token in the answer")
-            self._token = token
-            return token
+                return self._token  # another thread renewed it meanwhile
+            return self._renew(proactive=False)
+
+    def _renew(self, proactive: bool) -> str:
+        """Refresh (else log in); called with the token lock held."""
+        current = self._token
+        try:
+            if self._refresh_token is not None:
+                try:
+                    return self._take_tokens(self._post_auth("refresh", {"refresh_token": self._refresh_token}))
+                except CredentialsRefused:
+                    self._refresh_token = None  # revoked, expired or rotated away: log in instead
+            return self._take_tokens(self._post_auth("login", {"email": self.settings.email,
+                                                               "password": self.settings.password}))
+        except (_Transient, requests.ConnectionError, requests.Timeout) as exc:
+            if not proactive or current is None:
+                raise
+            log.warning("could not renew the access token (%s); using the current one", exc)
+            self._renew_at = time.monotonic() + RENEW_RETRY_S
+            return current
+
+    def _post_auth(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._session().post(f"{self.settings.api_url}/api/auth/{action}", json=body,
+                                         timeout=self.settings.http_timeout_s)
+        if response.status_code in REFUSED_STATUSES:
+            raise CredentialsRefused(f"{action} refused for {self.settings.email} ({_rejected(response)}); "
+                                     "check SKYFLEET_WORKER_EMAIL and SKYFLEET_WORKER_PASSWORD")
+        if response.status_code != 200:
+            # Anything else is the API's trouble, not the account's (a database outage is a 503).
+            raise _Transient(f"{action}: HTTP {response.status_code}",
+                             parse_retry_after(response.headers.get("Retry-After")))
+        data = _data(response)
+        if not isinstance(data.get("access_token"), str):
+            raise _Transient(f"{action}: no access token in the answer")
+        return data
+
+    def _take_tokens(self, data: dict[str, Any]) -> str:
+        token: str = data["access_token"]
+        refresh = data.get("refresh_token")
+        self._refresh_token = refresh if isinstance(refresh, str) else None
+        lifetime = data.get("expires_in")
+        lifetime_s = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else RENEW_UNKNOWN_S
+        self._renew_at = time.monotonic() + lifetime_s * random.uniform(*RENEW_AT_FRACTION)
+        self._token = token
+        return token
 
     def post(self, path: str, body: dict[str, Any], timeout: float | None = None,
              retry_for_s: float | None = None) -> dict[str, Any]:

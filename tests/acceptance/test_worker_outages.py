@@ -130,7 +130,10 @@ class TestTokenExpiringDuringAnOutage:
         def tried_to_report() -> bool:
             return bool(proxy.seen(where=lambda path, body: any(r["job_id"] == job["id"] for r in reports_in(body))))
 
-        wait_for(lambda: worker.poll() is not None or (tried_to_report() and proxy.seen("/api/auth/login", 503)),
+        def tried_to_renew() -> bool:
+            return bool(proxy.seen("/api/auth/refresh", 503) or proxy.seen("/api/auth/login", 503))
+
+        wait_for(lambda: worker.poll() is not None or (tried_to_report() and tried_to_renew()),
                  timeout=30, what="the job to finish and the token to need renewing during the outage")
         assert worker.poll() is None, "the worker exited during the outage"
         assert proxy.seen(status=401), "no request was refused for an expired token"

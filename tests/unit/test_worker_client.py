@@ -145,6 +145,49 @@ def test_a_500_is_an_answer_for_the_caller(clock: FakeTime):
     assert rejected.value.status == 500 and clock.slept == []
 
 
+def _tokens(access: str, refresh: str, expires_in: int = 100) -> requests.Response:
+    return _response(200, {"success": True, "data": {"access_token": access, "refresh_token": refresh,
+                                                     "expires_in": expires_in}})
+
+
+def test_the_token_is_renewed_early_with_the_refresh_token_not_the_password(clock: FakeTime):
+    """A password login costs the API an argon2 hash; a fleet renewing by login at expiry stalls it."""
+    session = FakeSession(_tokens("a1", "r1"), OK, OK, _tokens("a2", "r2"), OK, _tokens("a3", "r3"), OK)
+    client = _client(session, clock)
+    client.post("/api/workers/1/heartbeat", {})
+    clock.now += 50  # before 60 % of the lifetime: nothing to renew
+    client.post("/api/workers/1/heartbeat", {})
+    clock.now += 31  # past 80 %
+    client.post("/api/workers/1/heartbeat", {})
+    clock.now += 81
+    client.post("/api/workers/1/heartbeat", {})
+    assert [path for path, _ in session.calls] == [
+        "/api/auth/login", "/api/workers/1/heartbeat", "/api/workers/1/heartbeat",
+        "/api/auth/refresh", "/api/workers/1/heartbeat", "/api/auth/refresh", "/api/workers/1/heartbeat"]
+    assert session.calls[-1][1] == "Bearer a3"
+
+
+def test_a_failed_early_renewal_keeps_the_valid_token(clock: FakeTime):
+    session = FakeSession(_tokens("a1", "r1"), OK, _error(503), OK)
+    client = _client(session, clock)
+    client.post("/api/workers/1/heartbeat", {})
+    clock.now += 85
+    assert client.post("/api/workers/1/heartbeat", {}) == {"ok": True}
+    assert session.calls[-1] == ("/api/workers/1/heartbeat", "Bearer a1")
+    assert clock.slept == []  # the heartbeat did not wait for the renewal
+
+
+def test_a_refused_refresh_token_falls_back_to_the_password(clock: FakeTime):
+    session = FakeSession(_tokens("a1", "r1"), OK, _error(401), _tokens("a2", "r2"), OK)
+    client = _client(session, clock)
+    client.post("/api/workers/1/heartbeat", {})
+    clock.now += 85
+    client.post("/api/workers/1/heartbeat", {})
+    assert [path for path, _ in session.calls][2:] == ["/api/auth/refresh", "/api/auth/login",
+                                                       "/api/workers/1/heartbeat"]
+    assert session.calls[-1][1] == "Bearer a2"
+
+
 @pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
 def test_transient_answers_are_retried(status: int, clock: FakeTime):
     session = FakeSession(_token("t"), _error(status), _error(status), OK)
