@@ -95,3 +95,40 @@ def test_dedup_ignores_key_order_but_not_values(alice):
     b = submit(alice, "sleep", {"tag": "x", "seconds": 1.0})
     c = submit(alice, "sleep", {"tag": "x", "seconds": 2})
     assert a["id"] == b["id"] != c["id"]
+
+
+def test_a_heartbeat_with_progress_never_deadlocks_with_a_report_of_the_same_attempt(
+        app, alice, worker_account, engine, clean_db):
+    """A report locks the job row, then its assignment; a heartbeat locks the assignment, then
+    (for progress) the job row. Here a transaction holds the job row as a report would, a real
+    heartbeat request runs, then the transaction takes the assignment: neither may be aborted."""
+    import psycopg
+
+    from api.database import libpq_url
+    from tests.helpers import wait_for
+    from tests.integration.conftest import claim, register
+
+    submit(alice, "sleep", {"seconds": 0})
+    wid = register(worker_account)
+    (job,) = claim(worker_account, wid)
+    answers: list[int] = []
+    with psycopg.connect(libpq_url(clean_db)) as reporter:
+        reporter.execute("UPDATE jobs SET updated_at = now() WHERE id = %s", (job["job_id"],))
+        beat = threading.Thread(target=lambda: answers.append(worker_account.post(
+            f"/api/workers/{wid}/heartbeat",
+            {"jobs": [{"job_id": job["job_id"], "attempt": 1, "progress": {"percent": 50}}]}).status_code))
+        beat.start()
+
+        def heartbeat_done_or_waiting() -> bool:
+            with engine.connect() as conn:
+                waiting = conn.execute(text("""SELECT count(*) FROM pg_stat_activity
+                                               WHERE datname = current_database() AND wait_event_type = 'Lock'""")
+                                       ).scalar_one()
+            return bool(answers) or waiting > 0
+
+        wait_for(heartbeat_done_or_waiting, timeout=10, what="the heartbeat to run")
+        # The report's second step (the old heartbeat waited on the job row while holding this).
+        reporter.execute("UPDATE job_assignments SET outcome = outcome WHERE job_id = %s", (job["job_id"],))
+        reporter.commit()
+    beat.join(10)
+    assert answers == [200]
