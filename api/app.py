@@ -18,6 +18,7 @@ from api.database import libpq_url, make_engine
 from api.envelope import ErrorEnvelopeSchema, error_response
 from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
 from api.files.links import Linker, link_secret
+from api.hardening import init_hardening
 from api.maintenance.callbacks import CallbackDispatcher, callback_config
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
@@ -45,6 +46,15 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 
 
 def render_http_exception(error: HTTPException) -> Response:
+    """An HTTP error in the envelope, with the headers it carries (``Allow`` on a 405)."""
+    response = _http_error_envelope(error)
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _http_error_envelope(error: HTTPException) -> Response:
     status = error.code or 500
     code = HTTP_CODES.get(status, "ERROR")
     data = getattr(error, "data", None) or {}
@@ -111,6 +121,7 @@ def create_app(settings: Settings) -> Flask:
     from api.workers.routes import blp as workers_blp
 
     app = Flask("skyfleet")
+    init_hardening(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="skyfleet",

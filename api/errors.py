@@ -27,6 +27,10 @@ class BadRequest(ApiError):
     status, code = 400, "BAD_REQUEST"
 
 
+class InvalidJson(BadRequest):
+    """Invalid JSON body."""
+
+
 class Unauthorized(ApiError):
     """Missing or invalid authentication."""
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
+
+from api.validation import QueryArgs
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -12,7 +14,7 @@ MAX_PAGE_SIZE = 100
 MAX_PAGE = 1_000_000
 
 
-class PageArgs(Schema):
+class PageArgs(QueryArgs):
     """``page`` (from 1) and ``limit`` (1-100); list endpoints subclass it with filters and ``sort``."""
 
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
 from api.admin.queues_service import WORKER_STATES
 from api.jobs.schemas import JobTypeField
+from api.pagination import PageArgs
+from api.validation import ApiSchema
 
 
-class QueueCountsSchema(Schema):
+class QueueCountsSchema(ApiSchema):
     pending = fields.Integer(required=True, metadata={"description": "PENDING and due now."})
     scheduled = fields.Integer(required=True, metadata={"description": "PENDING, run_after in the future."})
     in_progress = fields.Integer(required=True)
@@ -22,19 +24,17 @@ class TypeQueueSchema(QueueCountsSchema):
     type = fields.String(required=True, metadata={"example": "sleep"})
 
 
-class QueuesSchema(Schema):
+class QueuesSchema(ApiSchema):
     types = fields.List(fields.Nested(TypeQueueSchema), required=True)
     totals = fields.Nested(QueueCountsSchema, required=True)
 
 
-class WorkerListArgs(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+class WorkerListArgs(PageArgs):
     state = fields.String(load_default=None, validate=validate.OneOf(WORKER_STATES),
                           metadata={"description": "live, lost (silent for a lease) or stopped."})
 
 
-class WorkerViewSchema(Schema):
+class WorkerViewSchema(ApiSchema):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     hostname = fields.String(allow_none=True)
@@ -51,10 +51,10 @@ class WorkerViewSchema(Schema):
     running_jobs = fields.Integer(required=True, metadata={"description": "Jobs it holds a live lease on now."})
 
 
-class CacheInvalidateSchema(Schema):
+class CacheInvalidateSchema(ApiSchema):
     type = JobTypeField(required=True, metadata={"example": "sleep"})
 
 
-class CacheInvalidatedSchema(Schema):
+class CacheInvalidatedSchema(ApiSchema):
     type = fields.String(required=True)
     invalidated = fields.Integer(required=True, metadata={"description": "Cached results no longer reused."})

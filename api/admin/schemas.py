@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from api.auth.accounts import PERSON_ROLES, SORTABLE
 from api.auth.models import Role
 from api.auth.schemas import PASSWORD_MAX, AccountSchema, NormalisedEmail, not_a_service_address
 from api.jobs.models import MAX_PRIORITY, MIN_PRIORITY
 from api.pagination import PageArgs, sort_choices
+from api.validation import ApiSchema
 
 MAX_ACTIVE_JOBS_LIMIT = 1_000_000
 
 _PASSWORD_HELP = "Checked against the password policy (as at registration)."
 
 
-class UserCreateSchema(Schema):
+class UserCreateSchema(ApiSchema):
     email = NormalisedEmail(required=True, validate=[validate.Length(max=320), not_a_service_address])
     password = fields.String(load_default=None, allow_none=True, load_only=True,
                              validate=validate.Length(max=PASSWORD_MAX),
@@ -30,7 +31,7 @@ class UserCreateSchema(Schema):
                                                               "are made at /api/admin/service-accounts")])
 
 
-class UserUpdateSchema(Schema):
+class UserUpdateSchema(ApiSchema):
     name = fields.String(allow_none=True, validate=validate.Length(max=200))
     roles = fields.List(fields.Enum(Role, by_value=True), validate=validate.Length(min=1, max=2),
                         metadata={"description": "People: ADMIN and/or USER; service accounts: WORKER and/or MANAGER."})
@@ -49,7 +50,7 @@ class UserUpdateSchema(Schema):
             raise ValidationError("give at least one field to change")
 
 
-class ServiceAccountCreateSchema(Schema):
+class ServiceAccountCreateSchema(ApiSchema):
     name = fields.String(required=True, validate=[
         validate.Length(min=1, max=100),
         validate.Regexp(r"^[a-z0-9][a-z0-9-]*$", error="lower-case letters, digits and dashes only"),

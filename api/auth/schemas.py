@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from api.auth.passwords import PASSWORD_MAX_LENGTH
 from api.auth.service import SERVICE_EMAIL_DOMAIN, normalise_email
+from api.validation import ApiSchema
 
 PASSWORD_MAX = PASSWORD_MAX_LENGTH
 
@@ -27,12 +28,12 @@ def not_a_service_address(email: str) -> None:
         raise ValidationError(f"addresses @{SERVICE_EMAIL_DOMAIN} are reserved for service accounts")
 
 
-class LoginSchema(Schema):
+class LoginSchema(ApiSchema):
     email = fields.String(required=True, validate=validate.Length(min=3, max=320))
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX))
 
 
-class RegisterSchema(Schema):
+class RegisterSchema(ApiSchema):
     email = NormalisedEmail(required=True, validate=[validate.Length(max=320), not_a_service_address])
     password = fields.String(required=True, load_only=True,
                              metadata={"description": "At least the configured minimum length (12 by default), "
@@ -40,18 +41,18 @@ class RegisterSchema(Schema):
     name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
-class RefreshSchema(Schema):
+class RefreshSchema(ApiSchema):
     refresh_token = fields.String(required=True, validate=validate.Length(min=10, max=200))
 
 
-class TokensSchema(Schema):
+class TokensSchema(ApiSchema):
     access_token = fields.String(required=True)
     refresh_token = fields.String(required=True)
     token_type = fields.String(required=True, metadata={"example": "Bearer"})
     expires_in = fields.Integer(required=True, metadata={"description": "Access token lifetime in seconds."})
 
 
-class AccountSchema(Schema):
+class AccountSchema(ApiSchema):
     id = fields.Integer(required=True)
     email = fields.String(required=True)
     name = fields.String(allow_none=True)
@@ -61,5 +62,5 @@ class AccountSchema(Schema):
     disabled_at = fields.DateTime(allow_none=True)
 
 
-class EmptySchema(Schema):
+class EmptySchema(ApiSchema):
     pass

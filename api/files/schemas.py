@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
 from api.pagination import PageArgs
+from api.validation import ApiSchema
 
 SORTABLE = ("created_at", "name", "size", "id")
 
 
-class FileUploadSchema(Schema):
+class FileUploadSchema(ApiSchema):
     """multipart/form-data: the FITS file, and optionally a name for it."""
 
     file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
 
 
-class FileUploadFormSchema(Schema):
+class FileUploadFormSchema(ApiSchema):
     name = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
 
-class FileSchema(Schema):
+class FileSchema(ApiSchema):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     size = fields.Integer(required=True, metadata={"description": "Bytes."})
@@ -41,7 +42,7 @@ class FileListArgs(PageArgs):
                       metadata={"description": "Only files whose name contains this (case-insensitive)."})
 
 
-class DownloadSchema(Schema):
+class DownloadSchema(ApiSchema):
     name = fields.String(required=True)
     key = fields.String(required=True)
     size = fields.Integer(allow_none=True)

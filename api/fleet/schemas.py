@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from api.fleet.models import ACTIONS, BACKENDS
 from api.jobs.schemas import JobTypeField
+from api.validation import ApiSchema
 
-#: Bounds that keep every number inside a Postgres bigint and every list a sane size.
+#: Bounds that keep every list a sane size (api.validation keeps numbers in a bigint, text storable).
 MAX_POOLS = 100
 MAX_POOL_WORKERS = 10_000
 MAX_JOBS_PER_WORKER = 10_000
 MAX_DECISIONS = 100
 MAX_DRAIN_BATCH = 1000
-MAX_ID = 2**63 - 1
 MAX_COUNT = 1_000_000_000
 MAX_REASON_CHARS = 2000
 LEASE_TTL_MIN_S = 5.0
@@ -28,49 +27,29 @@ POOL_NAME = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                             error="letters, digits, '_', '.' and '-', starting with a letter or digit")
 
 
-def _plain(value: Any, path: str) -> None:
-    """Postgres refuses NUL in text and jsonb, and jsonb refuses NaN: say so here, not with a 500."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValidationError(f"{path or 'value'}: NUL characters are not allowed")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError(f"{path or 'value'}: numbers must be finite")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _plain(key, path)
-            _plain(item, f"{path}.{key}".lstrip("."))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _plain(item, f"{path}.{i}".lstrip("."))
-
-
-def plain_json(value: Any) -> None:
-    """Validator: JSON that Postgres can store (no NUL characters, finite numbers)."""
-    _plain(value, "")
-
-
 def _count(**kw: Any) -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_COUNT), **kw)
+    return fields.Integer(validate=validate.Range(min=0, max=MAX_COUNT), **kw)
 
 
 def _text(max_chars: int, **kw: Any) -> fields.String:
-    return fields.String(validate=[validate.Length(min=1, max=max_chars), plain_json], **kw)
+    return fields.String(validate=validate.Length(min=1, max=max_chars), **kw)
 
 
 # --- pools -----------------------------------------------------------------------------------
 
-class PoolConfigSchema(Schema):
+class PoolConfigSchema(ApiSchema):
     """One pool as the manager's configuration defines it."""
 
     name = fields.String(required=True, validate=[validate.Length(min=1, max=100), POOL_NAME])
     job_types = fields.List(JobTypeField(), required=True, validate=validate.Length(min=1, max=100))
     backend = fields.String(required=True, validate=validate.OneOf(BACKENDS))
-    min_workers = fields.Integer(data_key="min", strict=True, required=True,
+    min_workers = fields.Integer(data_key="min", required=True,
                                  validate=validate.Range(min=0, max=MAX_POOL_WORKERS))
-    max_workers = fields.Integer(data_key="max", strict=True, required=True,
+    max_workers = fields.Integer(data_key="max", required=True,
                                  validate=validate.Range(min=0, max=MAX_POOL_WORKERS))
-    jobs_per_worker = fields.Integer(strict=True, required=True,
+    jobs_per_worker = fields.Integer(required=True,
                                      validate=validate.Range(min=1, max=MAX_JOBS_PER_WORKER))
-    details = fields.Dict(load_default=dict, validate=plain_json,
+    details = fields.Dict(load_default=dict,
                           metadata={"description": "Free-form backend settings: command, cluster, task_definition, ..."})
 
     @validates_schema
@@ -79,7 +58,7 @@ class PoolConfigSchema(Schema):
             raise ValidationError(f"must not exceed max ({data['max_workers']})", field_name="min")
 
 
-class PoolsReportSchema(Schema):
+class PoolsReportSchema(ApiSchema):
     pools = fields.List(fields.Nested(PoolConfigSchema), required=True, validate=validate.Length(max=MAX_POOLS),
                         metadata={"description": "Every pool: pools not listed are removed with their decisions."})
 
@@ -91,7 +70,7 @@ class PoolsReportSchema(Schema):
             raise ValidationError(f"pool names must be unique: {', '.join(repeated)} repeated", field_name="pools")
 
 
-class PoolSchema(Schema):
+class PoolSchema(ApiSchema):
     """A pool: the manager's configuration and what admins asked for."""
 
     name = fields.String(required=True)
@@ -108,24 +87,24 @@ class PoolSchema(Schema):
     redeploy_requested_at = fields.AwareDateTime(allow_none=True)
 
 
-class PoolListSchema(Schema):
+class PoolListSchema(ApiSchema):
     pools = fields.List(fields.Nested(PoolSchema), required=True)
 
 
 # --- queues and workers ------------------------------------------------------------------------
 
-class QueueDepthSchema(Schema):
+class QueueDepthSchema(ApiSchema):
     pending = fields.Integer(required=True, metadata={"description": "PENDING and due now (claimable)."})
     scheduled = fields.Integer(required=True, metadata={"description": "PENDING with run_after in the future."})
     in_progress = fields.Integer(required=True)
 
 
-class ManagerQueuesSchema(Schema):
+class ManagerQueuesSchema(ApiSchema):
     types = fields.Dict(keys=fields.String(), values=fields.Nested(QueueDepthSchema), required=True,
                         metadata={"description": "Exact counts per job type (every catalogue type)."})
 
 
-class ManagerWorkerSchema(Schema):
+class ManagerWorkerSchema(ApiSchema):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     pool = fields.String(allow_none=True, metadata={"description": "From the registration's attributes."})
@@ -142,34 +121,34 @@ class ManagerWorkerSchema(Schema):
     last_heartbeat_at = fields.AwareDateTime(required=True)
 
 
-class ManagerWorkersSchema(Schema):
+class ManagerWorkersSchema(ApiSchema):
     workers = fields.List(fields.Nested(ManagerWorkerSchema), required=True)
 
 
-class DrainSchema(Schema):
-    worker_ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID)),
+class DrainSchema(ApiSchema):
+    worker_ids = fields.List(fields.Integer(validate=validate.Range(min=1)),
                              required=True, validate=validate.Length(min=1, max=MAX_DRAIN_BATCH))
     only_idle = fields.Boolean(load_default=True,
                                metadata={"description": "Only workers holding no IN_PROGRESS job (checked in the "
                                                         "UPDATE itself)."})
 
 
-class DrainedSchema(Schema):
+class DrainedSchema(ApiSchema):
     drained = fields.List(fields.Integer(), required=True,
                           metadata={"description": "Workers now draining (unknown, stopped or busy ones left out)."})
 
 
 # --- decisions -------------------------------------------------------------------------------
 
-class DecisionSchema(Schema):
-    pool = fields.String(required=True, validate=[validate.Length(min=1, max=100), plain_json])
+class DecisionSchema(ApiSchema):
+    pool = fields.String(required=True, validate=validate.Length(min=1, max=100))
     desired = _count(required=True)
     previous = _count(required=True)
     action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
     reason = _text(MAX_REASON_CHARS, required=True)
-    inputs = fields.Dict(load_default=dict, validate=plain_json,
+    inputs = fields.Dict(load_default=dict,
                          metadata={"description": f"The policy's inputs; {', '.join(COUNTED_INPUTS)} are counts."})
-    observed = fields.Dict(load_default=dict, validate=plain_json,
+    observed = fields.Dict(load_default=dict,
                            metadata={"description": "Backend details (ECS cluster, task definition, last error)."})
 
     @validates_schema
@@ -181,16 +160,16 @@ class DecisionSchema(Schema):
                 raise ValidationError({key: ["must be a count (an integer >= 0)"]}, field_name="inputs")
 
 
-class DecisionsSchema(Schema):
+class DecisionsSchema(ApiSchema):
     decisions = fields.List(fields.Nested(DecisionSchema), required=True,
                             validate=validate.Length(min=1, max=MAX_DECISIONS))
 
 
-class RecordedSchema(Schema):
+class RecordedSchema(ApiSchema):
     recorded = fields.Integer(required=True)
 
 
-class DecisionViewSchema(Schema):
+class DecisionViewSchema(ApiSchema):
     id = fields.Integer(required=True)
     created_at = fields.AwareDateTime(required=True)
     desired = fields.Integer(required=True)
@@ -203,31 +182,31 @@ class DecisionViewSchema(Schema):
 
 # --- the manager lease -------------------------------------------------------------------------
 
-class LeaseRequestSchema(Schema):
+class LeaseRequestSchema(ApiSchema):
     holder = _text(200, required=True, metadata={"description": "This manager replica's identity."})
     ttl_s = fields.Float(required=True, validate=validate.Range(min=LEASE_TTL_MIN_S, max=LEASE_TTL_MAX_S))
 
 
-class LeaseSchema(Schema):
+class LeaseSchema(ApiSchema):
     holder = fields.String(required=True)
     expires_at = fields.AwareDateTime(required=True)
     acquired = fields.Boolean(required=True)
 
 
-class LeaseReleaseSchema(Schema):
+class LeaseReleaseSchema(ApiSchema):
     holder = _text(200, required=True)
 
 
-class LeaseReleasedSchema(Schema):
+class LeaseReleasedSchema(ApiSchema):
     released = fields.Boolean(required=True, metadata={"description": "false: the lease was not this holder's."})
 
 
 # --- admin -------------------------------------------------------------------------------------
 
-class ScaleSchema(Schema):
+class ScaleSchema(ApiSchema):
     """Omitted fields stay as they are; null clears (unpins, drops the override)."""
 
-    pool = fields.String(required=True, validate=[validate.Length(min=1, max=100), plain_json])
+    pool = fields.String(required=True, validate=validate.Length(min=1, max=100))
     count = _count(allow_none=True, metadata={"description": "Pin the worker count; null unpins."})
     min = _count(allow_none=True, metadata={"description": "Override the pool's min; null restores it."})
     max = _count(allow_none=True, metadata={"description": "Override the pool's max; null restores it."})
@@ -240,17 +219,17 @@ class ScaleSchema(Schema):
             raise ValidationError(f"must not exceed max ({data['max']})", field_name="min")
 
 
-class RedeploySchema(Schema):
-    pool = fields.String(required=True, validate=[validate.Length(min=1, max=100), plain_json])
+class RedeploySchema(ApiSchema):
+    pool = fields.String(required=True, validate=validate.Length(min=1, max=100))
 
 
-class RedeployedSchema(Schema):
+class RedeployedSchema(ApiSchema):
     pool = fields.String(required=True)
     redeploy_generation = fields.Integer(required=True)
     drained = fields.List(fields.Integer(), required=True, metadata={"description": "Workers told to drain."})
 
 
-class PoolWorkerSchema(Schema):
+class PoolWorkerSchema(ApiSchema):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     revision = fields.String(allow_none=True)
@@ -276,13 +255,13 @@ class PoolStatusSchema(PoolSchema):
     decisions = fields.List(fields.Nested(DecisionViewSchema), required=True, metadata={"description": "Newest first."})
 
 
-class ManagerViewSchema(Schema):
+class ManagerViewSchema(ApiSchema):
     holder = fields.String(allow_none=True)
     acquired_at = fields.AwareDateTime(allow_none=True)
     expires_at = fields.AwareDateTime(allow_none=True)
     active = fields.Boolean(required=True, metadata={"description": "A manager holds an unexpired lease."})
 
 
-class FleetStatusSchema(Schema):
+class FleetStatusSchema(ApiSchema):
     manager = fields.Nested(ManagerViewSchema, required=True)
     pools = fields.List(fields.Nested(PoolStatusSchema), required=True)

@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from api.jobs.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from api.pagination import PageArgs
+from api.validation import ApiSchema
 from jobtypes import JobStatus, get_job_type, job_type_names
 
 MAX_BATCH = 1000
@@ -32,7 +33,7 @@ def input_schema(job_type: str) -> Schema:
     return found.input_schema()
 
 
-class JobCreateSchema(Schema):
+class JobCreateSchema(ApiSchema):
     type = JobTypeField(required=True, metadata={"example": "sleep"})
     input_payload = fields.Dict(
         keys=fields.String(), load_default=dict,
@@ -63,23 +64,23 @@ class JobCreateSchema(Schema):
         return data
 
 
-class JobBatchCreateSchema(Schema):
+class JobBatchCreateSchema(ApiSchema):
     jobs = fields.List(fields.Nested(JobCreateSchema), required=True,
                        validate=validate.Length(min=1, max=MAX_BATCH))
 
 
-class ProgressSchema(Schema):
+class ProgressSchema(ApiSchema):
     percent = fields.Float(allow_none=True)
     stage = fields.String(allow_none=True)
     message = fields.String(allow_none=True)
 
 
-class JobErrorSchema(Schema):
+class JobErrorSchema(ApiSchema):
     code = fields.String()
     message = fields.String()
 
 
-class JobSchema(Schema):
+class JobSchema(ApiSchema):
     id = fields.Integer(required=True)
     type = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]),
@@ -107,7 +108,7 @@ class SubmittedJobSchema(JobSchema):
     )
 
 
-class OutputFileSchema(Schema):
+class OutputFileSchema(ApiSchema):
     key = fields.String(required=True)
     name = fields.String(allow_none=True)
     size = fields.Integer(required=True)
@@ -115,7 +116,7 @@ class OutputFileSchema(Schema):
     content_type = fields.String(allow_none=True)
 
 
-class JobResultSchema(Schema):
+class JobResultSchema(ApiSchema):
     job_id = fields.Integer(required=True)
     result_payload = fields.Dict(allow_none=True)
     storage_uri = fields.String(allow_none=True)
@@ -124,7 +125,7 @@ class JobResultSchema(Schema):
     created_at = fields.DateTime(required=True)
 
 
-class LimitsSchema(Schema):
+class LimitsSchema(ApiSchema):
     max_active_jobs = fields.Integer(required=True)
     active_jobs = fields.Integer(required=True)
     min_priority = fields.Integer(required=True, metadata={"description": "The most urgent priority you may use."})
@@ -135,7 +136,7 @@ class LimitsSchema(Schema):
     rate_limit_per_minute = fields.Integer(required=True)
 
 
-class JobDeletedSchema(Schema):
+class JobDeletedSchema(ApiSchema):
     id = fields.Integer(required=True)
     deleted_objects = fields.Integer(required=True, metadata={"description": "Output objects removed."})
 
@@ -157,7 +158,7 @@ class JobListArgs(PageArgs):
     )
 
 
-class PaginationSchema(Schema):
+class PaginationSchema(ApiSchema):
     page = fields.Integer()
     per_page = fields.Integer()
     total = fields.Integer()

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from api.jobs.schemas import JobTypeField, ProgressSchema
+from api.validation import ApiSchema, Int32
 from storage import InvalidKey, validate_key
 
 MAX_BATCH = 1000
 
 
-class WorkerRegisterSchema(Schema):
+class WorkerRegisterSchema(ApiSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     job_types = fields.List(JobTypeField(), required=True, validate=validate.Length(min=1, max=100))
-    concurrency = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1, max=1000))
+    concurrency = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1000))
     hostname = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
-    pid = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=0))
+    pid = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
     ecs_task_arn = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2048))
     ecs_cluster_arn = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2048))
     attributes = fields.Dict(load_default=None, allow_none=True)
 
 
-class WorkerSchema(Schema):
+class WorkerSchema(ApiSchema):
     id = fields.Integer(required=True)
     name = fields.String(required=True)
     job_types = fields.List(fields.String(), required=True)
@@ -34,7 +35,7 @@ class WorkerSchema(Schema):
     max_claim_wait_s = fields.Float(required=True)
 
 
-class ClaimedInputFileSchema(Schema):
+class ClaimedInputFileSchema(ApiSchema):
     """An uploaded file the job reads, and where it is stored."""
 
     file_id = fields.Integer(required=True)
@@ -43,7 +44,7 @@ class ClaimedInputFileSchema(Schema):
     name = fields.String(required=True)
 
 
-class ClaimedJobSchema(Schema):
+class ClaimedJobSchema(ApiSchema):
     job_id = fields.Integer(required=True)
     assignment_id = fields.Integer(required=True)
     type = fields.String(required=True)
@@ -56,36 +57,36 @@ class ClaimedJobSchema(Schema):
                               metadata={"description": "Where each uploaded file the job names is stored."})
 
 
-class RunningJobSchema(Schema):
+class RunningJobSchema(ApiSchema):
     job_id = fields.Integer(required=True)
-    attempt = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    attempt = Int32(required=True, validate=validate.Range(min=1))
     progress = fields.Nested(ProgressSchema, load_default=None, allow_none=True)
 
 
-class HeartbeatSchema(Schema):
+class HeartbeatSchema(ApiSchema):
     jobs = fields.List(fields.Nested(RunningJobSchema), load_default=list,
                        validate=validate.Length(max=MAX_BATCH))
 
 
-class StopSchema(Schema):
+class StopSchema(ApiSchema):
     job_id = fields.Integer(required=True)
     attempt = fields.Integer(required=True)
     reason = fields.String(required=True, metadata={"description": "cancelled, or lost (no longer yours)."})
 
 
-class HeartbeatResponseSchema(Schema):
+class HeartbeatResponseSchema(ApiSchema):
     stop = fields.List(fields.Nested(StopSchema), required=True)
     drain = fields.Boolean(required=True)
     lease_expires_at = fields.DateTime(allow_none=True)
 
 
-class ReportErrorSchema(Schema):
+class ReportErrorSchema(ApiSchema):
     code = fields.String(load_default="HANDLER_ERROR", validate=validate.Length(max=100))
     message = fields.String(required=True, validate=validate.Length(max=10_000))
     permanent = fields.Boolean(load_default=False, metadata={"description": "Do not retry (bad input)."})
 
 
-class ReportedFileSchema(Schema):
+class ReportedFileSchema(ApiSchema):
     """One output file, already written to storage under the attempt's prefix."""
 
     key = fields.String(required=True, validate=validate.Length(min=1, max=1024),
@@ -96,9 +97,9 @@ class ReportedFileSchema(Schema):
     content_type = fields.String(load_default=None, allow_none=True)
 
 
-class ReportSchema(Schema):
+class ReportSchema(ApiSchema):
     job_id = fields.Integer(required=True)
-    attempt = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    attempt = Int32(required=True, validate=validate.Range(min=1))
     status = fields.String(required=True, validate=validate.OneOf(["SUCCEEDED", "FAILED", "CANCELLED"]))
     result_payload = fields.Dict(load_default=None, allow_none=True)
     storage_uri = fields.String(load_default=None, allow_none=True)
@@ -123,15 +124,15 @@ class ReportSchema(Schema):
                 raise ValidationError({str(i): {"key": [f"must be under {prefix}"]}}, field_name="files")
 
 
-class ResultsSchema(Schema):
+class ResultsSchema(ApiSchema):
     results = fields.List(fields.Nested(ReportSchema), required=True, validate=validate.Length(min=1, max=MAX_BATCH))
 
 
-class ReleaseSchema(Schema):
+class ReleaseSchema(ApiSchema):
     jobs = fields.List(fields.Nested(RunningJobSchema), required=True, validate=validate.Length(max=MAX_BATCH))
 
 
-class ReportOutcomeSchema(Schema):
+class ReportOutcomeSchema(ApiSchema):
     job_id = fields.Integer(required=True)
     attempt = fields.Integer(required=True)
     accepted = fields.Boolean(required=True)
@@ -139,16 +140,16 @@ class ReportOutcomeSchema(Schema):
     error = fields.Dict(allow_none=True, metadata={"description": "Why it was not accepted."})
 
 
-class ResultsResponseSchema(Schema):
+class ResultsResponseSchema(ApiSchema):
     results = fields.List(fields.Nested(ReportOutcomeSchema), required=True)
 
 
-class ReleasedSchema(Schema):
+class ReleasedSchema(ApiSchema):
     released = fields.List(fields.Integer(), required=True)
 
 
-class ClaimSchema(Schema):
-    max_jobs = fields.Integer(strict=True, load_default=1, validate=validate.Range(min=1, max=MAX_BATCH),
+class ClaimSchema(ApiSchema):
+    max_jobs = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_BATCH),
                               metadata={"description": "How many free slots the worker has."})
     wait_s = fields.Float(load_default=0.0, validate=validate.Range(min=0.0, max=60.0),
                           metadata={"description": "Long poll: wait up to this long for work."})
@@ -158,7 +159,7 @@ class ClaimSchema(Schema):
                           metadata={"description": "Finished attempts to report first (as /results)."})
 
 
-class ClaimResponseSchema(Schema):
+class ClaimResponseSchema(ApiSchema):
     jobs = fields.List(fields.Nested(ClaimedJobSchema), required=True)
     drain = fields.Boolean(required=True, metadata={"description": "Stop claiming and exit when idle."})
     results = fields.List(fields.Nested(lambda: ReportOutcomeSchema()), required=True,

@@ -120,7 +120,7 @@ BAD_POOLS = [
     ([pool_config(backend="k8s")], "pools.0.backend"),
     ([pool_config(job_types=["teleport"])], "pools.0.job_types.0"),
     ([pool_config(name="bad name")], "pools.0.name"),
-    ([pool_config(details={"note": "a\x00b"})], "pools.0.details"),
+    ([pool_config(details={"note": "a\x00b"})], "pools.0.details.note"),
     ([pool_config(), pool_config()], "pools"),
 ]
 
