@@ -68,8 +68,9 @@ class Claim(MethodView):
         answer = service.long_poll_claim(
             c, worker_id, caller().user_id, body["job_types"], body["max_jobs"], body["wait_s"],
             service.reports_from(body["results"]),
+            on_reported=lambda outcomes: metric_samples.record(outcomes=outcomes),
         )
-        metric_samples.record(answer.jobs, answer.reported)
+        metric_samples.record(answer.jobs)
         return ok({"jobs": [service.claimed_view(j) for j in answer.jobs], "drain": answer.drain,
                    "results": [service.outcome_view(o) for o in answer.reported]})
 

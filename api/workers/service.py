@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -102,14 +103,16 @@ class ClaimAnswer:
 
 
 def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str] | None,
-                    max_jobs: int, wait_s: float, reports: list[Report] | None = None) -> ClaimAnswer:
+                    max_jobs: int, wait_s: float, reports: list[Report] | None = None,
+                    on_reported: Callable[[list[ReportOutcome]], None] | None = None) -> ClaimAnswer:
     """Record ``reports`` (if any), then claim up to ``max_jobs``, waiting up to ``wait_s`` for work.
 
     The reports and the first claim share one transaction, so a busy worker finishes a job
     and takes the next in one round trip and one commit. No database connection is held
     while waiting: the request parks on the process's :class:`~api.queue.notify.WakeHub`
     and claims again when a job of its types arrives, when the earliest scheduled job
-    becomes due, or after a jittered fallback poll.
+    becomes due, or after a jittered fallback poll. ``on_reported`` hears of the reports as
+    soon as they are committed, not when the wait ends (metrics must not lag the queue).
     """
     settings = c.settings
     c.listener.ensure_started()
@@ -117,7 +120,7 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
     deadline = time.monotonic() + min(wait_s, settings.max_claim_wait_s)
     claim_types: list[str] = []
     reported: list[ReportOutcome] = []
-    first = True
+    first = announce = True
     while True:
         with c.transaction() as conn:
             # Every pass re-reads the worker: one drained while it waited must not get work.
@@ -127,15 +130,22 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
                     reported = report_attempts(conn, worker_id, reports)
                 claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
                 first = False
-            if worker.draining or not claim_types:
-                return ClaimAnswer([], worker.draining, reported)
-            seen = c.hub.snapshot(claim_types)
-            jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
-            if jobs:
-                files = input_files_of_jobs(conn, [j.job_id for j in jobs])
-                jobs = [replace(j, input_files=files.get(j.job_id, [])) for j in jobs]
-            remaining = deadline - time.monotonic()
-            due_at = next_due_at(conn, claim_types) if not jobs and remaining > 0 else None
+            jobs: list[ClaimedJob] = []
+            remaining, due_at = 0.0, None
+            if claim_types and not worker.draining:
+                seen = c.hub.snapshot(claim_types)
+                jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
+                if jobs:
+                    files = input_files_of_jobs(conn, [j.job_id for j in jobs])
+                    jobs = [replace(j, input_files=files.get(j.job_id, [])) for j in jobs]
+                remaining = deadline - time.monotonic()
+                due_at = next_due_at(conn, claim_types) if not jobs and remaining > 0 else None
+        if announce:  # once, after the commit that recorded the reports
+            announce = False
+            if on_reported is not None and reported:
+                on_reported(reported)
+        if worker.draining or not claim_types:
+            return ClaimAnswer([], worker.draining, reported)
         if jobs or remaining <= 0:
             return ClaimAnswer(jobs, False, reported)
         timeout = min(remaining, settings.claim_poll_fallback_s * random.uniform(0.5, 1.5))

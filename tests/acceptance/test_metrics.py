@@ -171,8 +171,6 @@ def test_counters_sum_over_gunicorn_processes_and_gauges_match_the_queue(metered
         assert sum(per_process(metrics_dir, name, type=job_type).values()) == want, (name, job_type)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="api/workers counts the reports a claim carries only when its long poll ends")
 def test_a_report_carried_by_a_long_polling_claim_counts_once_accepted_not_when_the_claim_answers(
         metered_fleet: Fleet):
     """A worker's next claim carries its finished reports, then may wait up to 30 s for work. The queue
