@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, request
 from flask_smorest import Api
 from sqlalchemy.exc import OperationalError
@@ -90,6 +91,14 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     def database_down(error: OperationalError) -> Response:
+        if isinstance(error.orig, psycopg.errors.TransactionRollback):
+            # A deadlock or serialization failure: nothing is down, this request lost a race and
+            # was rolled back whole; sending it again is safe.
+            log.warning("transaction rolled back by the database: %s", error.orig)
+            response = error_response(503, ServiceUnavailable.code,
+                                      "a concurrent change conflicted with this request; retry it")
+            response.headers["Retry-After"] = "1"
+            return response
         log.warning("database unavailable: %s", error)
         return error_response(503, ServiceUnavailable.code, "the database is unavailable; retry shortly")
 
