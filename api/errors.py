@@ -59,6 +59,12 @@ class StaleAttempt(Conflict):
     """This attempt is no longer the job's current one (its lease was rescued, or the job was cancelled)."""
 
 
+class WorkerGone(Conflict):
+    """This worker was stopped or declared lost (silent too long); register again."""
+
+    code = "WORKER_GONE"
+
+
 class PayloadTooLarge(ApiError):
     """The request body is too large."""
 

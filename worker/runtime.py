@@ -312,7 +312,7 @@ class Worker:
         except ApiRejected as exc:
             if exc.status not in WORKER_GONE:
                 raise
-            if "results" not in exc.details:  # not stale attempts: the API no longer knows this worker
+            if exc.code == "WORKER_GONE" or exc.status == 404:  # the API no longer knows this worker
                 self._lost.set()
             return list(exc.details.get("results") or [])
         return list(data.get("results", []))

@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, text
 
 from api.context import AppContext
-from api.errors import Conflict, NotFound, StaleAttempt
+from api.errors import NotFound, StaleAttempt, WorkerGone
 from api.files.service import input_files_of_jobs
 from api.queue.leases import ClaimedJob, Report, ReportOutcome, claim_jobs, next_due_at, report_attempts
 from jobtypes import CATALOGUE
@@ -70,7 +70,7 @@ def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool
     if row is None:
         raise NotFound(f"worker {worker_id} not found")
     if row.stopped_at is not None:
-        raise Conflict(f"worker {worker_id} was stopped or declared lost; register again")
+        raise WorkerGone(f"worker {worker_id} was stopped or declared lost; register again")
     return WorkerRow(row.id, list(row.job_types), row.draining)
 
 

@@ -102,7 +102,7 @@ def test_silent_workers_are_marked_lost(alice, worker_account, engine):
         conn.execute(text("UPDATE workers SET last_heartbeat_at = now() - interval '1 hour'"))
     assert Rescuer(engine).run_once().workers_lost == 1
     response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1})
-    assert response.status_code == 409
+    assert response.status_code == 409 and response.json["error"]["code"] == "WORKER_GONE"
 
 
 def test_a_job_whose_worker_vanished_runs_again_first_then_backs_off(alice, worker_account, engine):
