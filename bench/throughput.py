@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.clients import noop_jobs, submit_batches
 from bench.cpu import cpu_note, cpu_sample, cpu_used
-from bench.figures import Figure, ScenarioResult, Target, figure, say
+from bench.figures import Figure, Target, figure, say
 from bench.fleet import Fleet
 from bench.options import Options
 from bench.waiting import wait_drained
@@ -48,21 +48,14 @@ class ThroughputRun:
     target: Target
 
 
-def bench_throughput(fleet: Fleet, opts: Options) -> ScenarioResult:
-    """End-to-end noop jobs/s, with claim batch 1 and batched."""
-    runs = (
+def throughput_runs(opts: Options) -> tuple[ThroughputRun, ...]:
+    """The two configurations of the ``throughput`` scenario (``bench.writes`` runs them), with targets."""
+    return (
         ThroughputRun("claim batch 1, concurrency 1", opts.single_jobs, 1, 1, Target(">=", 800)),
         ThroughputRun(f"claim batch {opts.batched_claim_batch}, concurrency {opts.batched_concurrency}",
                       opts.batched_jobs, opts.batched_concurrency, opts.batched_claim_batch,
                       Target(">=", 10_000)),
     )
-    result = ScenarioResult()
-    for run in runs:
-        figures, notes, data = throughput_run(fleet, opts, run)
-        result.figures += figures
-        result.notes += notes
-        result.data[run.label] = data
-    return result
 
 
 def throughput_run(fleet: Fleet, opts: Options,

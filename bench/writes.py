@@ -22,10 +22,10 @@ import time
 
 from bench.clients import Db
 from bench.cputree import cpu_mark, cpu_since
-from bench.figures import Figure, ScenarioResult, Target, figure, say
+from bench.figures import Figure, ScenarioResult, figure, say
 from bench.fleet import Fleet
 from bench.options import Options
-from bench.throughput import ThroughputRun, throughput_run
+from bench.throughput import throughput_run, throughput_runs
 
 #: PGSTAT_IDLE_INTERVAL (10 s) and a margin.
 STATS_SETTLE_S = 11.0
@@ -37,16 +37,6 @@ _TABLE_WRITES = """
 """
 
 Counters = dict[str, tuple[int, int, int, int]]
-
-
-def throughput_runs(opts: Options) -> tuple[ThroughputRun, ...]:
-    """The configurations of ``bench.throughput.bench_throughput``, with their targets."""
-    return (
-        ThroughputRun("claim batch 1, concurrency 1", opts.single_jobs, 1, 1, Target(">=", 800)),
-        ThroughputRun(f"claim batch {opts.batched_claim_batch}, concurrency {opts.batched_concurrency}",
-                      opts.batched_jobs, opts.batched_concurrency, opts.batched_claim_batch,
-                      Target(">=", 10_000)),
-    )
 
 
 def bench_throughput_costs(fleet: Fleet, opts: Options) -> ScenarioResult:
