@@ -24,6 +24,8 @@ class WorkerRow:
     id: int
     job_types: list[str]
     draining: bool
+    #: Seconds since its last heartbeat (reads by a claim only; 0 otherwise).
+    silent_s: float = 0.0
 
 
 def register_worker(conn: Connection, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +54,9 @@ _CHECK = text("""
 # takes the row's update lock before it looks for running jobs: so either the claim sees
 # ``draining`` and takes nothing, or the drain waits for the claim and sees its jobs.
 _CHECK_FOR_CLAIM = text("""
-    SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
+    SELECT id, job_types, draining, stopped_at,
+           extract(epoch FROM now() - last_heartbeat_at)::float8 AS silent_s
+    FROM workers WHERE id = :worker_id AND user_id = :user_id
     FOR SHARE
 """)
 
@@ -71,7 +75,7 @@ def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool
         raise NotFound(f"worker {worker_id} not found")
     if row.stopped_at is not None:
         raise WorkerGone(f"worker {worker_id} was stopped or declared lost; register again")
-    return WorkerRow(row.id, list(row.job_types), row.draining)
+    return WorkerRow(row.id, list(row.job_types), row.draining, getattr(row, "silent_s", 0.0))
 
 
 def reports_from(bodies: list[dict[str, Any]]) -> list[Report]:
@@ -131,9 +135,12 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
                 claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
                 first = False
             jobs: list[ClaimedJob] = []
-            remaining, due_at = 0.0, None
-            if claim_types and not worker.draining:
-                seen = c.hub.snapshot(claim_types)
+            remaining, due_at = deadline - time.monotonic(), None
+            # A worker silent for a lease may be dead, this claim parked on its behalf (the API
+            # cannot see a client go): it gets no job until a heartbeat shows it alive. A job
+            # just rescued from it would otherwise go straight back to it, and lapse again.
+            seen = c.hub.snapshot(claim_types)
+            if claim_types and not worker.draining and worker.silent_s < settings.lease_s:
                 jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
                 if jobs:
                     files = input_files_of_jobs(conn, [j.job_id for j in jobs])

@@ -164,3 +164,16 @@ def test_after_a_start_or_an_outage_leases_get_a_grace_to_be_heartbeated(alice, 
     assert not rescuer.run_once().held_off
     clock.now += 30
     assert rescuer.run_once().held_off
+
+
+def test_a_worker_silent_for_a_lease_gets_no_job_until_it_heartbeats(alice, worker_account, engine):
+    """A killed worker's claim may still be parked in the API; the job rescued from that worker
+    must not go straight back to it (to lapse again, costing an attempt)."""
+    job = submit(alice, "noop", {"tag": "rescued"})
+    wid = register(worker_account)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE workers SET last_heartbeat_at = now() - interval '6 seconds'"))  # lease: 5 s
+    assert claim(worker_account, wid) == []
+    assert job_row(engine, job["id"])["status"] == "PENDING"
+    assert worker_account.post(f"/api/workers/{wid}/heartbeat", {"jobs": []}).status_code == 200
+    assert [c["job_id"] for c in claim(worker_account, wid)] == [job["id"]]
