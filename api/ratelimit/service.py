@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, TextClause, text
 
 WINDOW_S = 60
 #: Counter keys are capped at the column's width (emails can be long).
@@ -94,14 +94,7 @@ def count_hits(engine: Engine, limits: Sequence[Limit]) -> list[Count]:
     Raises SQLAlchemy's errors when the database cannot be reached; the caller decides to
     fail open.
     """
-    if not limits:
-        return []
-    by_key = {limit.key[:MAX_KEY_LENGTH]: limit for limit in limits}
-    with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")
-        rows = conn.execute(_COUNT, {"keys": list(by_key), "windows": [lim.window_s for lim in by_key.values()]})
-        counts = {row.key: _count(by_key[row.key], row.key, int(row.hits), row.started, row.now) for row in rows}
-    return [counts[key] for key in by_key]
+    return _stand(engine, _COUNT, limits, pending_hits=0)
 
 
 def peek_hits(engine: Engine, limits: Sequence[Limit]) -> list[Count]:
@@ -110,13 +103,19 @@ def peek_hits(engine: Engine, limits: Sequence[Limit]) -> list[Count]:
 
     Raises SQLAlchemy's errors when the database cannot be reached.
     """
+    return _stand(engine, _PEEK, limits, pending_hits=1)
+
+
+def _stand(engine: Engine, statement: TextClause, limits: Sequence[Limit], pending_hits: int) -> list[Count]:
+    """Run ``statement`` (counting or only reading) for each key; ``pending_hits`` are added to what it reads."""
     if not limits:
         return []
     by_key = {limit.key[:MAX_KEY_LENGTH]: limit for limit in limits}
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
-        rows = conn.execute(_PEEK, {"keys": list(by_key), "windows": [lim.window_s for lim in by_key.values()]})
-        counts = {row.key: _count(by_key[row.key], row.key, int(row.hits) + 1, row.started, row.now) for row in rows}
+        rows = conn.execute(statement, {"keys": list(by_key), "windows": [lim.window_s for lim in by_key.values()]})
+        counts = {row.key: _count(by_key[row.key], row.key, int(row.hits) + pending_hits, row.started, row.now)
+                  for row in rows}
     return [counts[key] for key in by_key]
 
 
