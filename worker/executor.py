@@ -131,15 +131,21 @@ class Child:
                                   name="skyfleet-job")
         self.process.start()
         child_conn.close()
+        # kill() comes from the job's thread (past its grace) and from close() on the main
+        # thread at shutdown, possibly at once: closing the pipe twice raises EBADF.
+        self._kill_lock = threading.Lock()
 
     def alive(self) -> bool:
         return self.process.is_alive()
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.conn.close()
+        """Kill the child and close its pipe; safe to call twice, from two threads at once."""
+        with self._kill_lock:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join(5)
+            if not self.conn.closed:
+                self.conn.close()
 
     def run(self, task: Task, on_progress: Callable[[dict[str, Any]], None], stop: threading.Event,
             timeout_s: float, cancel_grace_s: float) -> Outcome:

@@ -112,3 +112,33 @@ def test_jobs_run_side_by_side_in_separate_children(executor: Executor, tmp_path
         t.join()
     assert [r[0].status for r in results] == ["SUCCEEDED", "SUCCEEDED"]
     assert time.monotonic() - started < 1.9  # two CPU-bound jobs overlapped: not serialised by one GIL
+
+
+def test_a_child_killed_from_two_threads_at_once_is_closed_once():
+    # At shutdown the job's thread (past its grace) and close() on the main thread kill the
+    # same child at the same moment; the second must not close the pipe again (EBADF).
+    from worker.executor import Child
+
+    pool = Executor(preload=[])
+    try:
+        for _ in range(5):
+            child = Child(pool.mp)
+            errors: list[BaseException] = []
+            barrier = threading.Barrier(2)
+
+            def kill(child: Child = child) -> None:
+                barrier.wait()
+                try:
+                    child.kill()
+                except BaseException as exc:  # noqa: BLE001 - the test reports any failure
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=kill) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+            assert not errors
+            assert child.conn.closed and not child.alive()
+    finally:
+        pool.close()
