@@ -23,6 +23,7 @@ from api.admin.schemas import (
 from api.auth import accounts
 from api.auth import service as auth
 from api.auth.guards import BEARER, caller, require_roles
+from api.auth.identity_cache import identity_changes
 from api.auth.models import Role
 from api.auth.passwords import require_acceptable_password
 from api.context import ctx
@@ -91,7 +92,8 @@ class UserDetail(MethodView):
         """Change an account's name, roles, limits (``max_active_jobs``, ``min_priority``; null
         restores the default) or password. A new password revokes its refresh tokens."""
         c = ctx()
-        with c.transaction() as conn:
+        # Its roles may change: this process refuses or allows by the new ones at once.
+        with identity_changes(user_id), c.transaction() as conn:
             if body.get("password") is not None:
                 email = accounts.find_account(conn, user_id).email
                 require_acceptable_password(body["password"], email, c.settings.password_min_length)
@@ -107,8 +109,9 @@ class UserDisable(MethodView):
     @blp.doc(security=BEARER)
     def post(self, user_id: int) -> dict[str, Any]:
         """Disable an account: it cannot log in or refresh, its refresh tokens are revoked, and
-        its access tokens are refused from its next request on."""
-        with ctx().transaction() as conn:
+        its access tokens are refused within a few seconds (at once by the API process that
+        disabled it)."""
+        with identity_changes(user_id), ctx().transaction() as conn:
             return ok(asdict(accounts.disable_account(conn, user_id, caller().user_id)))
 
 
@@ -120,7 +123,7 @@ class UserEnable(MethodView):
     @blp.doc(security=BEARER)
     def post(self, user_id: int) -> dict[str, Any]:
         """Enable a disabled account (it must log in again)."""
-        with ctx().transaction() as conn:
+        with identity_changes(user_id), ctx().transaction() as conn:
             return ok(asdict(accounts.enable_account(conn, user_id)))
 
 
@@ -161,6 +164,6 @@ class ServiceAccountRotate(MethodView):
         """Give a service account a new generated password (shown once) and revoke its refresh
         tokens; its processes must log in with the new one. Issued access tokens live out their
         short lifetime: disable the account to cut them off at once."""
-        with ctx().transaction() as conn:
+        with identity_changes(user_id), ctx().transaction() as conn:
             account, password = accounts.rotate_service_password(conn, user_id)
         return ok(asdict(account) | {"password": password})

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from flask import Flask, g
 from flask_jwt_extended import JWTManager, create_access_token, get_current_user, verify_jwt_in_request
 
+from api.auth import identity_cache
 from api.auth.models import Role
 from api.auth.service import Identity, active_identity
 from api.config import Settings, public_key_pem
@@ -44,6 +45,7 @@ def init_jwt(app: Flask, settings: Settings) -> None:
     app.config["JWT_ACCESS_TOKEN_EXPIRES"] = dt.timedelta(seconds=settings.access_token_ttl_s)
     app.config["JWT_TOKEN_LOCATION"] = ["headers"]
     jwt = JWTManager(app)
+    identity_cache.install(app)
 
     # Every token problem renders as our 401 envelope.
     def reject(message: str) -> Any:
@@ -59,11 +61,14 @@ def init_jwt(app: Flask, settings: Settings) -> None:
 
 
 def _load_identity(header: dict[str, Any], payload: dict[str, Any]) -> Identity | None:
-    """The token's account as it is now: disabling an account or changing its roles takes
-    effect on its next request, not when its access token expires.
+    """The token's account as it is now (None: disabled or removed), give or take
+    :data:`~api.auth.identity_cache.IDENTITY_TTL_S`: disabling an account or changing its roles
+    takes effect at once on the API process that made the change and within that TTL on the
+    others, not when its access tokens expire.
 
-    One primary-key read per request (cached in ``g``: the rate limiter and the role check
-    both verify the token), on an autocommit connection, so it is a single round trip.
+    Read from the app's :class:`~api.auth.identity_cache.IdentityCache`, which reads the account
+    by primary key (on an autocommit connection: one round trip) about once per TTL, and kept in
+    ``g`` for the rest of the request (the rate limiter and the role check both verify the token).
     """
     try:
         user_id = int(payload["sub"])
@@ -72,12 +77,16 @@ def _load_identity(header: dict[str, Any], payload: dict[str, Any]) -> Identity 
     cached: Identity | None = g.get("skyfleet_identity")
     if cached is not None and cached.user_id == user_id:
         return cached
-    with ctx().engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")
-        identity = active_identity(conn, user_id)
+    identity = identity_cache.identity_cache().get(user_id, _read_identity)
     if identity is not None:
         g.skyfleet_identity = identity
     return identity
+
+
+def _read_identity(user_id: int) -> Identity | None:
+    with ctx().engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        return active_identity(conn, user_id)
 
 
 def access_token_for(user_id: int, roles: list[str]) -> str:
@@ -86,7 +95,8 @@ def access_token_for(user_id: int, roles: list[str]) -> str:
 
 def require_roles(*roles: Role) -> Callable[[F], F]:
     """Allow the request only with a valid access token of an enabled account that has one of
-    ``roles`` (its roles as stored now, not as they were when the token was issued)."""
+    ``roles`` (its roles as stored now, give or take the identity cache's TTL, not as they were
+    when the token was issued)."""
     allowed = {r.value for r in roles}
 
     def decorate(view: F) -> F:

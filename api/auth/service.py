@@ -84,7 +84,8 @@ def get_account(conn: Connection, user_id: int) -> Account:
 
 @dataclass(frozen=True)
 class Identity:
-    """What an access token's subject may do right now (read once per request)."""
+    """What an access token's subject may do right now (kept per process for a few seconds:
+    :mod:`api.auth.identity_cache`)."""
 
     user_id: int
     roles: frozenset[str]
