@@ -25,7 +25,8 @@ from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
 from api.maintenance.runner import MaintenanceRunner, Service
 from api.openapi import ErrorResponses
-from api.queue.notify import Listener, WakeHub
+from api.queue.notify import Listener
+from api.queue.wakeup import WakeHub
 from api.ratelimit.hooks import init_rate_limits
 from storage import open_storage
 from storage.netguard import AddressGuard
@@ -175,6 +176,7 @@ def create_app(settings: Settings) -> Flask:
             Rescuer(engine, RescuerConfig(
                 interval_s=settings.rescue_interval_s,
                 outage_grace_s=settings.outage_grace_s or settings.lease_s,
+                lost_worker_after_s=settings.worker_lost_after_s,
                 # A shorter gap cannot have cost a heartbeating worker its lease.
                 outage_after_s=max(2 * settings.rescue_interval_s,
                                    settings.lease_s - settings.heartbeat_interval_s))),
@@ -186,3 +188,15 @@ def create_app(settings: Settings) -> Flask:
         app.extensions["skyfleet.maintenance"] = runner = MaintenanceRunner(dsn, services)
         runner.start()
     return app
+
+
+def quiesce(app: Flask) -> None:
+    """The process is stopping (SIGTERM): stop rescuing and pruning here (another process or
+    replica takes the maintenance lock over), and answer every parked claim now, so the
+    requests in flight end well within gunicorn's graceful timeout."""
+    runner = app.extensions.get("skyfleet.maintenance")
+    if runner is not None:
+        runner.stop()
+    context: AppContext = app.extensions[EXTENSION_KEY]
+    context.hub.close()
+    context.listener.stop()

@@ -105,7 +105,7 @@ class Settings:
     callback_timeout_s: float = CALLBACK_TIMEOUT_S
     callback_max_attempts: int = CALLBACK_MAX_ATTEMPTS
     callback_concurrency: int = CALLBACK_CONCURRENCY
-    #: Server-Sent Event streams one API process serves at once (each holds one gthread thread).
+    #: Server-Sent Event streams one API process serves at once (each re-reads its job on changes).
     max_event_streams: int = MAX_EVENT_STREAMS
     event_stream_max_s: float = EVENT_STREAM_MAX_S
     event_keepalive_s: float = EVENT_KEEPALIVE_S
@@ -116,6 +116,13 @@ class Settings:
     #: The API's public base URL (``https://skyfleet.example.org``): absolute URLs it emits (signed
     #: download links) are built from it; empty: from the request (its Host header).
     public_url: str = ""
+
+    @property
+    def worker_lost_after_s(self) -> float:
+        """A worker not heard from this long is lost (admin views, metrics, the manager's live
+        list; the rescuer then marks it stopped). An idle worker's only request is its claim,
+        which may wait ``max_claim_wait_s``; two leases more cover the request's round trip."""
+        return self.max_claim_wait_s + 2 * self.lease_s
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests use this)."""

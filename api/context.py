@@ -15,7 +15,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from api.config import Settings
 from api.errors import ServiceUnavailable
 from api.files.links import Linker
-from api.queue.notify import Listener, WakeHub
+from api.queue.notify import Listener
+from api.queue.wakeup import WakeHub
 from storage import Storage
 from storage.netguard import AddressGuard
 

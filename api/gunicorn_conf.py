@@ -1,10 +1,16 @@
 """gunicorn settings for the API.
 
-Worker class ``gthread``: a long-polling claim parks a thread (not a process, and no
-database connection) while it waits, so a few processes with many threads each serve a
-whole fleet of waiting workers. The app is built after fork (no ``preload_app``), so every
-process has its own engine, LISTEN connection and maintenance runner; the advisory lock
-keeps one runner active.
+Worker class ``gevent``: each request is a greenlet, so a long-polling claim or an event
+stream that waits costs a few kilobytes of memory and no OS thread, and parked claims can
+never starve heartbeats, health checks or reads (with ``gthread``, each waiting worker held
+one of a fixed number of threads: past a few dozen idle workers everything else queued
+behind them). ``worker_connections`` bounds the requests one process holds at once; the
+database stays bounded by the engine's pool (``SKYFLEET_DB_POOL_SIZE``), since a parked claim
+holds no connection. gunicorn patches the standard library before it loads the app, and
+psycopg then waits on its sockets cooperatively (``post_worker_init`` checks it did).
+
+The app is built after fork (no ``preload_app``), so every process has its own engine,
+LISTEN connection and maintenance runner; the advisory lock keeps one runner active.
 
 Metrics: each worker process writes its counters and histograms to files in
 ``PROMETHEUS_MULTIPROC_DIR`` and a scrape of ``/metrics`` sums them (api/metrics). The master
@@ -21,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-worker_class = "gthread"
+worker_class = "gevent"
 workers = int(os.environ.get("SKYFLEET_WEB_WORKERS", "2"))
-threads = int(os.environ.get("SKYFLEET_WEB_THREADS", "32"))
-keepalive = 30
+worker_connections = int(os.environ.get("SKYFLEET_WEB_CONNECTIONS", "2000"))
+# Longer than an ALB's idle timeout (60 s by default): the balancer, not the API, closes idle
+# keep-alive connections, so it never sends a request on a connection the API just closed.
+keepalive = 75
 timeout = 60
 graceful_timeout = 10
 accesslog = os.environ.get("SKYFLEET_ACCESS_LOG") or None
@@ -48,6 +56,23 @@ def on_starting(server: Any) -> None:
         # Set in the master's environment, so every worker forked from now on inherits it.
         os.environ[METRICS_DIR_VAR] = server.skyfleet_metrics_tmp = tempfile.mkdtemp(prefix="skyfleet-metrics-")
     server.log.info("metrics directory: %s", os.environ[METRICS_DIR_VAR])
+
+
+def post_worker_init(worker: Any) -> None:
+    """Refuse to serve if psycopg would block the whole process on every query; on SIGTERM,
+    quiesce the app at once (parked claims answered, maintenance stopped) while gunicorn
+    finishes the requests in flight."""
+    import psycopg.waiting
+
+    if psycopg.waiting.wait is psycopg.waiting.wait_c:
+        worker.log.error("psycopg was imported before gevent patched the standard library: "
+                         "every query would stall every request of this process")
+        raise SystemExit(3)
+
+    from api.app import quiesce
+    from api.serving import install
+
+    install(worker, quiesce)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -343,6 +343,10 @@ class Worker:
     def _heartbeat(self) -> None:
         with self._lock:
             running = [{"job_id": j, "attempt": a, "progress": c.progress} for (j, a), c in self._leases.items()]
+        if not running:
+            # Idle: the open claim shows the API this worker is alive, and a drain answers it
+            # at once. A fleet of idle workers costs the API one claim each per wait, no more.
+            return
         data = self.client.post(f"/api/workers/{self.worker_id}/heartbeat", {"jobs": running},
                                 retry_for_s=self.heartbeat_interval_s)
         if data.get("drain"):

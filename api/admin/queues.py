@@ -57,7 +57,7 @@ class Workers(MethodView):
         c = ctx()
         with c.transaction() as conn:
             workers, total = service.list_workers(conn, args["page"], args["limit"], args["state"],
-                                                  lost_after_s=c.settings.lease_s)
+                                                  lost_after_s=c.settings.worker_lost_after_s)
         return ok(workers, {"pagination": pagination(args["page"], args["limit"], total)})
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth.models import RefreshToken, Role, User
 from api.errors import Conflict, Unauthorized
+from api.offload import blocking
 
 _hasher = PasswordHasher()
 # Verified against when the account does not exist, so a login takes as long either way.
@@ -29,8 +30,8 @@ def normalise_email(email: str) -> str:
 
 
 def hash_password(password: str) -> str:
-    """Argon2id, memory-hard."""
-    return _hasher.hash(password)
+    """Argon2id, memory-hard (off the event loop: api/offload.py)."""
+    return blocking(_hasher.hash, password)
 
 
 def generate_password() -> str:
@@ -117,7 +118,7 @@ def authenticate(conn: Connection, email: str, password: str) -> Account:
     """The account for these credentials, or 401 (the same error whatever was wrong)."""
     user = conn.execute(select(_USERS).where(_USERS.c.email == normalise_email(email))).one_or_none()
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        blocking(_hasher.verify, user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         user = None
     if user is None or user.disabled_at is not None:

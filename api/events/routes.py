@@ -2,8 +2,8 @@
 
 Everything the stream needs (the app context's engine and settings, the caller) is read
 here, before the response is returned; the stream itself (:mod:`api.events.service`) never
-touches Flask, so it needs no ``stream_with_context``. Each open stream holds one gthread
-thread and no database connection; see :mod:`api.events` for the worker-class choice.
+touches Flask, so it needs no ``stream_with_context``. An open stream holds a greenlet and
+no database connection; see :mod:`api.events`.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ MANAGER_ROLES = (Role.MANAGER, Role.ADMIN)
 
 
 def _live_after_s() -> float:
-    return service.LIVE_AFTER_LEASES * ctx().settings.lease_s
+    return ctx().settings.worker_lost_after_s
 
 
 @blp.route("/pools")

@@ -16,11 +16,9 @@ from sqlalchemy import Connection, Engine, text
 
 from api.admin.queues_service import queue_stats
 from api.errors import Conflict, NotFound, ValidationFailed
+from api.queue.submit import notify_workers
 from jobtypes import job_type_names
 
-#: A worker counts as live while it has heartbeated within this many lease lengths (a
-#: little slack over one lease, so one slow heartbeat does not make the manager start a twin).
-LIVE_AFTER_LEASES = 3.0
 #: Decisions kept: at most this many per pool, and none older than this.
 DECISIONS_KEPT_PER_POOL = 1000
 DECISION_RETENTION_S = 86400.0
@@ -173,6 +171,7 @@ def redeploy_pool(conn: Connection, name: str) -> dict[str, Any]:
     row = conn.execute(_REDEPLOY, {"pool": name}).mappings().one_or_none()
     if row is None:
         raise NotFound(f"no pool named {name!r} (the manager reports its pools at start)", {"pool": name})
+    notify_workers(conn, row["drained"])
     return {"pool": row["pool"], "redeploy_generation": row["redeploy_generation"], "drained": list(row["drained"])}
 
 
@@ -200,7 +199,8 @@ _LIVE_WORKERS = text(f"""
 
 
 def live_workers(conn: Connection, live_after_s: float) -> list[dict[str, Any]]:
-    """Workers not stopped that heartbeated within ``live_after_s``, with their running job count."""
+    """Workers not stopped and heard from (a heartbeat or a claim) within ``live_after_s``, with
+    their running job count (``Settings.worker_lost_after_s``)."""
     rows = conn.execute(_LIVE_WORKERS, {"live_after_s": live_after_s}).mappings().all()
     return [dict(r) | {"job_types": list(r["job_types"])} for r in rows]
 
@@ -229,8 +229,10 @@ def drain_workers(conn: Connection, worker_ids: list[int], only_idle: bool) -> l
     jobs those claims took and leaves their workers alone.
     """
     conn.execute(_LOCK_WORKERS, {"ids": sorted(set(worker_ids))})
-    ids = conn.execute(_DRAIN, {"ids": sorted(set(worker_ids)), "only_idle": only_idle}).scalars().all()
-    return sorted(int(i) for i in ids)
+    ids = sorted(int(i) for i in conn.execute(_DRAIN, {"ids": sorted(set(worker_ids)), "only_idle": only_idle})
+                 .scalars().all())
+    notify_workers(conn, ids)  # their parked claims answer "drain" now, not when their wait ends
+    return ids
 
 
 # --- decisions -------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ class Metrics(MethodView):
 
         No authentication: scrape it from inside the VPC."""
         c = ctx()
-        return Response(render(c.engine, lost_after_s=c.settings.lease_s), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+        return Response(render(c.engine, lost_after_s=c.settings.worker_lost_after_s), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def _start_timer() -> None:

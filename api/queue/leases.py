@@ -8,14 +8,14 @@ still live, the job is IN_PROGRESS and its attempt matches, so late actors chang
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, text
 
-from api.queue import NOTIFY_CHANNEL
-from api.queue.submit import NOTIFY_TYPES
+from api.queue.submit import notify_arrivals
 from jobtypes import CATALOGUE, RetryPolicy
 
 # Delay before the next attempt: exponential in the attempt just made, capped, and with a
@@ -291,6 +291,8 @@ def report_attempts(conn: Connection, worker_id: int, reports: list[Report]) -> 
         "permanent": [r.permanent for r in reports],
     }
     rows = conn.execute(_REPORT, params).all()
+    # A retry is scheduled (backoff): one parked claim wakes, learns when it is due and waits for it.
+    notify_arrivals(conn, Counter(row[4] for row in rows if row[2] == "PENDING"))
     done = {(row[0], row[1]): row[2:] for row in rows}
     outcomes = []
     for r in reports:
@@ -305,7 +307,7 @@ def report_attempts(conn: Connection, worker_id: int, reports: list[Report]) -> 
 
 _RESCUE = text(f"""
     WITH expired AS (
-        SELECT a.id AS assignment_id, j.id AS job_id,
+        SELECT a.id AS assignment_id, a.worker_id, j.id AS job_id,
                CASE WHEN j.cancel_requested THEN 'CANCELLED'
                     WHEN j.attempt >= j.max_attempts THEN 'TIMED_OUT'
                     ELSE 'PENDING' END AS next_status,
@@ -338,6 +340,10 @@ _RESCUE = text(f"""
     ), expired_assignments AS (
         UPDATE job_assignments a SET completed_at = now(), outcome = 'EXPIRED'
         FROM expired e WHERE a.id = e.assignment_id
+    ), lapsed_workers AS (
+        -- A claim of the worker's still parked in the API (maybe a killed process's last
+        -- request) takes no job once this is later than its start (api/workers/service.py).
+        UPDATE workers w SET lapsed_at = now() WHERE w.id IN (SELECT worker_id FROM expired)
     )
     SELECT id, type, status FROM rescued_jobs
 """)
@@ -348,10 +354,12 @@ def rescue_expired(conn: Connection, limit: int = 1000) -> list[tuple[int, str, 
 
     The job goes back to PENDING — in its old place in line the first time its lease
     expires, with backoff after that — or TIMED_OUT when its attempts are used up,
-    or CANCELLED when a cancel was pending. ``SKIP LOCKED``: a row a worker is reporting on
+    or CANCELLED when a cancel was pending. The worker that held the lease gets ``lapsed_at``:
+    the claims it had parked before then take no job. ``SKIP LOCKED``: a row a worker is reporting on
     right now is left for the next pass rather than waited for.
     """
     rows = conn.execute(_RESCUE, _policy_params() | {"limit": limit}).all()
+    notify_arrivals(conn, Counter(type_ for _, type_, status in rows if status == "PENDING"))
     return [(job_id, type_, status) for job_id, type_, status in rows]
 
 
@@ -380,7 +388,5 @@ def release_attempts(conn: Connection, worker_id: int, running: list[tuple[int, 
     rows = conn.execute(_RELEASE, {
         "worker_id": worker_id, "job_ids": [j for j, _ in running], "attempts": [a for _, a in running],
     }).all()
-    requeued = sorted({type_ for _, type_, status in rows if status == "PENDING"})
-    if requeued:
-        conn.execute(NOTIFY_TYPES, {"channel": NOTIFY_CHANNEL, "types": requeued})
+    notify_arrivals(conn, Counter(type_ for _, type_, status in rows if status == "PENDING"))
     return [(job_id, type_, status) for job_id, type_, status in rows]

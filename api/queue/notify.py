@@ -1,10 +1,10 @@
-"""Wake long-polling claims when jobs arrive: one LISTEN connection per API process.
+"""One LISTEN connection per API process, feeding the parked claims and the event streams.
 
-Enqueue sends ``NOTIFY skyfleet_jobs, '<type>'`` in its transaction. The listener thread
-bumps a per-type generation counter and wakes every waiter; a waiter snapshots the
-counters *before* it tries to claim, so a notification that lands between its empty claim
-and its wait is never missed. Waiters also poll with jitter, in case a notification is
-lost (the LISTEN connection dropped, or the sender was another system).
+Enqueue, retry, rescue and release send ``NOTIFY skyfleet_jobs, '<type>:<count>'`` in their
+transactions, a drain ``'worker:<id>'``; the listener thread hands them to the
+:class:`~api.queue.wakeup.WakeHub`, which wakes as many parked claims as there is work for.
+While the connection is down, parked claims fall back to polling (``claim_poll_fallback_s``);
+after a reconnect every one of them claims again.
 
 The same connection listens on ``skyfleet_job_events``: the ``jobs_changed`` trigger sends
 the ids of jobs whose status or progress changed (every claim, progress heartbeat and
@@ -16,53 +16,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import defaultdict
-from collections.abc import Iterable
 
 import psycopg
 
 from api.queue import JOB_EVENTS_CHANNEL, NOTIFY_CHANNEL
+from api.queue.wakeup import WakeHub
 
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY_S = 1.0
 NOTIFY_POLL_S = 1.0
-
-
-class WakeHub:
-    """Per-type generation counters with one condition variable."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._generation: dict[str, int] = defaultdict(int)
-        self._everything = 0
-
-    def snapshot(self, types: Iterable[str]) -> tuple[int, tuple[int, ...]]:
-        """The counters for ``types`` now; pass it to :meth:`wait`."""
-        with self._cond:
-            return self._everything, tuple(self._generation[t] for t in types)
-
-    def wait(self, types: list[str], seen: tuple[int, tuple[int, ...]], timeout: float) -> bool:
-        """Block until a job of ``types`` may have arrived since ``seen``, or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if (self._everything, tuple(self._generation[t] for t in types)) != seen:
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-
-    def wake(self, job_type: str | None) -> None:
-        """Jobs of ``job_type`` arrived (None: anything may have; after a reconnect)."""
-        with self._cond:
-            if job_type is None:
-                self._everything += 1
-            else:
-                self._generation[job_type] += 1
-            self._cond.notify_all()
 
 
 class Subscription:
@@ -176,14 +139,14 @@ class Listener:
                     conn.execute(f"LISTEN {JOB_EVENTS_CHANNEL}")
                     self.connected.set()
                     # Anything may have arrived while we were not listening.
-                    self._hub.wake(None)
+                    self._hub.wake_all()
                     self.events.wake_all()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=NOTIFY_POLL_S):
                             if note.channel == JOB_EVENTS_CHANNEL:
                                 self.events.publish(note.payload)
                             else:
-                                self._hub.wake(note.payload or None)
+                                self._hub.dispatch(note.payload)
             except psycopg.Error:
                 self.connected.clear()
                 if self._stop.is_set():

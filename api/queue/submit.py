@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,14 +110,33 @@ _CALLBACKS_FOR_FINISHED = text("""
       AND j.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
 """)
 
-NOTIFY_TYPES = text("SELECT pg_notify(:channel, t) FROM unnest(CAST(:types AS text[])) AS t")
+_NOTIFY_ARRIVALS = text("""
+    SELECT pg_notify(:channel, t || ':' || n) FROM unnest(CAST(:types AS text[]), CAST(:counts AS int[])) AS x(t, n)
+""")
+_NOTIFY_WORKERS = text("SELECT pg_notify(:channel, 'worker:' || w) FROM unnest(CAST(:ids AS bigint[])) AS w")
+
+
+def notify_arrivals(conn: Connection, counts: Mapping[str, int]) -> None:
+    """Tell the API processes, at commit, how many jobs of each type became claimable (or
+    were scheduled: a waiter woken for a job not yet due learns when it is and waits for it)."""
+    types = sorted(t for t, n in counts.items() if n > 0)
+    if types:
+        conn.execute(_NOTIFY_ARRIVALS, {"channel": NOTIFY_CHANNEL, "types": types,
+                                        "counts": [counts[t] for t in types]})
+
+
+def notify_workers(conn: Connection, worker_ids: Iterable[int]) -> None:
+    """Wake these workers' parked claims at commit (they were drained: they must hear it now)."""
+    ids = sorted(set(worker_ids))
+    if ids:
+        conn.execute(_NOTIFY_WORKERS, {"channel": NOTIFY_CHANNEL, "ids": ids})
 
 
 def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Submitted]:
     """Submit jobs in one transaction; return one :class:`Submitted` per input, in order.
 
-    Wakes long-polling claimers with one NOTIFY per job type that got a due job; Postgres
-    folds identical notifications of one transaction into one (the debounce).
+    Wakes long-polling claimers with one NOTIFY per job type that got due jobs, carrying
+    how many, so that many parked claims wake and no more.
     """
     keys = [job.key for job in jobs]
     resolved: dict[tuple[str, str], tuple[int, str]] = {}
@@ -125,16 +146,16 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
         rows = conn.execute(_FIND_CACHED, _key_params(cacheable) | {"user_id": user_id}).all()
         resolved.update({(t, h): (job_id, "cached") for t, h, job_id in rows})
 
-    due_types: set[str] = set()
+    due: Counter[str] = Counter()
     for _ in range(_MAX_DEDUP_ROUNDS):
         todo = _first_per_key(jobs, keys, resolved)
         if not todo:
             break
         inserted = conn.execute(_INSERT_JOBS, _insert_params(user_id, todo)).all()
-        for t, h, job_id, due in inserted:
+        for t, h, job_id, is_due in inserted:
             resolved[(t, h)] = (job_id, "created")
-            if due:
-                due_types.add(t)
+            if is_due:
+                due[t] += 1
         missing = [job.key for job in todo if job.key not in resolved]
         if missing:
             rows = conn.execute(_FIND_ACTIVE, _key_params(missing) | {"user_id": user_id}).all()
@@ -156,8 +177,7 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
     }).scalars().all()
     if any(j.callback_url for j in jobs) and "cached" in origins:
         conn.execute(_CALLBACKS_FOR_FINISHED, {"request_ids": list(request_ids)})
-    if due_types:
-        conn.execute(NOTIFY_TYPES, {"channel": NOTIFY_CHANNEL, "types": sorted(due_types)})
+    notify_arrivals(conn, due)
     return [Submitted(j, r, o) for j, r, o in zip(job_ids, request_ids, origins, strict=True)]
 
 

@@ -31,3 +31,6 @@ class Worker(Base):
     #: Set by an admin (redeploy) or the manager; the heartbeat answer tells the worker.
     draining: Mapped[bool] = mapped_column(server_default=text("false"))
     stopped_at: Mapped[dt.datetime | None]
+    #: When a lease of this worker last lapsed (the rescuer took a job back): its claims parked
+    #: before then take no job, for the worker is likely dead.
+    lapsed_at: Mapped[dt.datetime | None]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import _socket
+import socket
+from collections.abc import Callable
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -69,10 +73,36 @@ class Claim(MethodView):
             c, worker_id, caller().user_id, body["job_types"], body["max_jobs"], body["wait_s"],
             service.reports_from(body["results"]),
             on_reported=lambda outcomes: metric_samples.record(outcomes=outcomes),
+            client_gone=_hung_up(request.environ.get("gunicorn.socket")),
         )
         metric_samples.record(answer.jobs)
         return ok({"jobs": [service.claimed_view(j) for j in answer.jobs], "drain": answer.drain,
                    "results": [service.outcome_view(o) for o in answer.reported]})
+
+
+def _hung_up(sock: socket.socket | None) -> Callable[[], bool]:
+    """Whether the client of this request closed its connection (a killed worker: its kernel
+    closed the socket). Read on the descriptor itself, not through the server's socket object,
+    which under gevent would wait for data rather than answer at once. Behind a proxy that
+    keeps its own connection open (an ALB) this sees nothing; the rescuer then covers it."""
+    if sock is None:
+        return lambda: False
+
+    def hung_up() -> bool:
+        try:
+            raw = _socket.socket(fileno=sock.fileno())
+        except OSError:
+            return True
+        try:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            raw.detach()
+
+    return hung_up
 
 
 @blp.route("/<int:worker_id>/heartbeat")

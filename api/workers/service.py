@@ -16,6 +16,7 @@ from api.context import AppContext
 from api.errors import NotFound, StaleAttempt, WorkerGone
 from api.files.service import input_files_of_jobs
 from api.queue.leases import ClaimedJob, Report, ReportOutcome, claim_jobs, next_due_at, report_attempts
+from api.queue.wakeup import FAN_OUT, Waiter
 from jobtypes import CATALOGUE
 
 
@@ -24,8 +25,9 @@ class WorkerRow:
     id: int
     job_types: list[str]
     draining: bool
-    #: Seconds since its last heartbeat (reads by a claim only; 0 otherwise).
-    silent_s: float = 0.0
+    #: When a lease of this worker last lapsed, and the database's time of the read (claims only).
+    lapsed_at: dt.datetime | None = None
+    read_at: dt.datetime | None = None
 
 
 def register_worker(conn: Connection, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -50,32 +52,46 @@ _CHECK = text("""
     SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
 """)
 
-# A claim holds a share lock on its worker's row until it commits, and a drain (api/fleet)
-# takes the row's update lock before it looks for running jobs: so either the claim sees
+# A claim holds a lock on its worker's row (share, or no-key update) until it commits, and a
+# drain (api/fleet) takes the row's update lock before it looks for running jobs: so either the claim sees
 # ``draining`` and takes nothing, or the drain waits for the claim and sees its jobs.
-_CHECK_FOR_CLAIM = text("""
-    SELECT id, job_types, draining, stopped_at,
+_CHECK_FOR_CLAIM = """
+    SELECT id, job_types, draining, stopped_at, lapsed_at, now() AS at,
            extract(epoch FROM now() - last_heartbeat_at)::float8 AS silent_s
     FROM workers WHERE id = :worker_id AND user_id = :user_id
-    FOR SHARE
-""")
+"""
+_CHECK_FOR_CLAIM_SHARED = text(_CHECK_FOR_CLAIM + "FOR SHARE")
+# A claim that may record the worker as seen takes the row's update lock from the start: a share
+# lock upgraded later deadlocks with a heartbeat queued for the row in between.
+_CHECK_FOR_CLAIM_SEEN = text(_CHECK_FOR_CLAIM + "FOR NO KEY UPDATE")
+
+_SEEN = text("UPDATE workers SET last_heartbeat_at = now() WHERE id = :worker_id")
 
 
 def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool = False,
-                 claiming: bool = False) -> WorkerRow:
+                 claiming: bool = False, seen_every_s: float | None = None) -> WorkerRow:
     """The caller's worker; 404 unless it is this service account's, 409 if it was stopped.
 
-    Only a heartbeat records liveness (a write); claims and reports just read the row, so
-    the hot path does not rewrite the workers table on every request. ``claiming`` share-locks
-    the row for the rest of the transaction (see ``_CHECK_FOR_CLAIM``).
+    A heartbeat records that the worker is alive (``last_heartbeat_at``); so does a claim
+    given ``seen_every_s``, when the last record is older than that (an idle worker sends
+    only claims; a busy one heartbeats anyway, so its claims write nothing). ``claiming``
+    locks the row for the rest of the transaction (see ``_CHECK_FOR_CLAIM``).
     """
-    statement = _TOUCH if heartbeat else _CHECK_FOR_CLAIM if claiming else _CHECK
+    if heartbeat:
+        statement = _TOUCH
+    elif claiming:
+        statement = _CHECK_FOR_CLAIM_SHARED if seen_every_s is None else _CHECK_FOR_CLAIM_SEEN
+    else:
+        statement = _CHECK
     row = conn.execute(statement, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
     if row is None:
         raise NotFound(f"worker {worker_id} not found")
     if row.stopped_at is not None:
         raise WorkerGone(f"worker {worker_id} was stopped or declared lost; register again")
-    return WorkerRow(row.id, list(row.job_types), row.draining, getattr(row, "silent_s", 0.0))
+    if seen_every_s is not None and getattr(row, "silent_s", 0.0) >= seen_every_s:
+        conn.execute(_SEEN, {"worker_id": worker_id})
+    return WorkerRow(row.id, list(row.job_types), row.draining, getattr(row, "lapsed_at", None),
+                     getattr(row, "at", None))
 
 
 def reports_from(bodies: list[dict[str, Any]]) -> list[Report]:
@@ -108,15 +124,19 @@ class ClaimAnswer:
 
 def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str] | None,
                     max_jobs: int, wait_s: float, reports: list[Report] | None = None,
-                    on_reported: Callable[[list[ReportOutcome]], None] | None = None) -> ClaimAnswer:
+                    on_reported: Callable[[list[ReportOutcome]], None] | None = None,
+                    client_gone: Callable[[], bool] = lambda: False) -> ClaimAnswer:
     """Record ``reports`` (if any), then claim up to ``max_jobs``, waiting up to ``wait_s`` for work.
 
     The reports and the first claim share one transaction, so a busy worker finishes a job
-    and takes the next in one round trip and one commit. No database connection is held
-    while waiting: the request parks on the process's :class:`~api.queue.notify.WakeHub`
-    and claims again when a job of its types arrives, when the earliest scheduled job
-    becomes due, or after a jittered fallback poll. ``on_reported`` hears of the reports as
-    soon as they are committed, not when the wait ends (metrics must not lag the queue).
+    and takes the next in one round trip and one commit. While it waits the claim holds no
+    database connection and runs no query: it is parked on the process's
+    :class:`~api.queue.wakeup.WakeHub` until jobs of its types arrive (as many claims wake as
+    there are jobs), the earliest scheduled one becomes due, its worker is drained, or its
+    wait ends. The open claim is how an idle worker shows it is alive (its first pass records
+    that): an idle worker sends nothing else. ``client_gone`` says whether the worker hung up
+    (a killed worker's parked claim must not take a job). ``on_reported`` hears of the
+    reports as soon as they are committed, not when the wait ends.
     """
     settings = c.settings
     c.listener.ensure_started()
@@ -124,42 +144,88 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
     deadline = time.monotonic() + min(wait_s, settings.max_claim_wait_s)
     claim_types: list[str] = []
     reported: list[ReportOutcome] = []
-    first = announce = True
+    waiter: Waiter | None = None
+    started_at: dt.datetime | None = None
+    due_turn: bool | None = False
+    announce = True
+    try:
+        while True:
+            with c.transaction() as conn:
+                # Every pass re-reads the worker: one drained while it waited must not get work.
+                worker = touch_worker(conn, worker_id, user_id, claiming=True, seen_every_s=(
+                    settings.heartbeat_interval_s if waiter is None else None))
+                if waiter is None:
+                    started_at = worker.read_at
+                    if reports:
+                        reported = report_attempts(conn, worker_id, reports)
+                    claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
+                    # Parked before the claim's snapshot: a job committed after it wakes this claim.
+                    waiter = c.hub.park(worker_id, claim_types)
+                jobs: list[ClaimedJob] = []
+                due_at = None
+                if claim_types and not worker.draining and not _lapsed_since(worker, started_at) and not client_gone():
+                    waiter.clear()
+                    jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
+                    if jobs:
+                        files = input_files_of_jobs(conn, [j.job_id for j in jobs])
+                        jobs = [replace(j, input_files=files.get(j.job_id, [])) for j in jobs]
+                    elif deadline > time.monotonic():
+                        due_at = next_due_at(conn, claim_types)
+            if announce:  # once, after the commit that recorded the reports
+                announce = False
+                if on_reported is not None and reported:
+                    on_reported(reported)
+            if worker.draining or not claim_types:
+                return ClaimAnswer([], worker.draining, reported)
+            if jobs:
+                if due_turn and len(jobs) >= limit:  # more may have fallen due at once
+                    for job_type in {j.type for j in jobs}:
+                        c.hub.wake(job_type, FAN_OUT)
+                return ClaimAnswer(jobs, False, reported)
+            if (time.monotonic() >= deadline or c.hub.closed or _lapsed_since(worker, started_at)
+                    or client_gone()):
+                return ClaimAnswer([], False, reported)
+            c.hub.requeue(waiter)
+            due_turn = _park(c, waiter, deadline, due_at)
+            if due_turn is None:
+                return ClaimAnswer([], False, reported)
+    finally:
+        if waiter is not None:
+            c.hub.leave(waiter)
+
+
+def _lapsed_since(worker: WorkerRow, started_at: dt.datetime | None) -> bool:
+    """A lease of the worker lapsed after this claim began: the worker stopped heartbeating
+    while the claim was parked, so it is likely dead, its claim left behind (the API cannot
+    see a client go). A job given to it would lapse again, at the cost of an attempt; a
+    living worker just claims again."""
+    return worker.lapsed_at is not None and started_at is not None and worker.lapsed_at >= started_at
+
+
+def _park(c: AppContext, waiter: Waiter, deadline: float, due_at: dt.datetime | None) -> bool | None:
+    """Wait for a reason to claim again: True (this claim's turn at a due job), False (woken,
+    or a fallback poll while notifications are down), None (the wait is over)."""
+    due_by = None
+    if due_at is not None:
+        due_by = time.monotonic() + max(0.0, (due_at - dt.datetime.now(dt.UTC)).total_seconds())
     while True:
-        with c.transaction() as conn:
-            # Every pass re-reads the worker: one drained while it waited must not get work.
-            worker = touch_worker(conn, worker_id, user_id, claiming=True)
-            if first:
-                if reports:
-                    reported = report_attempts(conn, worker_id, reports)
-                claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
-                first = False
-            jobs: list[ClaimedJob] = []
-            remaining, due_at = deadline - time.monotonic(), None
-            # A worker silent for a lease may be dead, this claim parked on its behalf (the API
-            # cannot see a client go): it gets no job until a heartbeat shows it alive. A job
-            # just rescued from it would otherwise go straight back to it, and lapse again.
-            seen = c.hub.snapshot(claim_types)
-            if claim_types and not worker.draining and worker.silent_s < settings.lease_s:
-                jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
-                if jobs:
-                    files = input_files_of_jobs(conn, [j.job_id for j in jobs])
-                    jobs = [replace(j, input_files=files.get(j.job_id, [])) for j in jobs]
-                remaining = deadline - time.monotonic()
-                due_at = next_due_at(conn, claim_types) if not jobs and remaining > 0 else None
-        if announce:  # once, after the commit that recorded the reports
-            announce = False
-            if on_reported is not None and reported:
-                on_reported(reported)
-        if worker.draining or not claim_types:
-            return ClaimAnswer([], worker.draining, reported)
-        if jobs or remaining <= 0:
-            return ClaimAnswer(jobs, False, reported)
-        timeout = min(remaining, settings.claim_poll_fallback_s * random.uniform(0.5, 1.5))
-        if due_at is not None:
-            until_due = (due_at - dt.datetime.now(dt.UTC)).total_seconds()
-            timeout = max(0.0, min(timeout, until_due))
-        c.hub.wait(claim_types, seen, timeout)
+        now = time.monotonic()
+        until = deadline if due_by is None else min(deadline, due_by)
+        polling = not c.listener.connected.is_set()
+        if polling:  # no notification can come: look again now and then
+            until = min(until, now + c.settings.claim_poll_fallback_s * random.uniform(0.5, 1.5))
+        if waiter.wait(until - now):
+            return None if c.hub.closed else False
+        now = time.monotonic()
+        if due_by is not None and now >= due_by and due_at is not None:
+            if c.hub.take_due_turn(waiter, due_at, now):
+                return True
+            due_by = None  # another claim of these types takes it; wait on for a wake
+            continue
+        if now >= deadline:
+            return None
+        if polling:
+            return False
 
 
 def claimed_view(job: ClaimedJob) -> dict[str, Any]:

@@ -126,7 +126,8 @@ def test_a_child_killed_from_two_threads_at_once_is_closed_once():
             errors: list[BaseException] = []
             barrier = threading.Barrier(2)
 
-            def kill(child: Child = child) -> None:
+            def kill(child: Child = child, barrier: threading.Barrier = barrier,
+                     errors: list[BaseException] = errors) -> None:
                 barrier.wait()
                 try:
                     child.kill()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from sqlalchemy import text
 
 from api.maintenance.rescuer import Rescuer, RescuerConfig
@@ -166,14 +169,24 @@ def test_after_a_start_or_an_outage_leases_get_a_grace_to_be_heartbeated(alice, 
     assert rescuer.run_once().held_off
 
 
-def test_a_worker_silent_for_a_lease_gets_no_job_until_it_heartbeats(alice, worker_account, engine):
-    """A killed worker's claim may still be parked in the API; the job rescued from that worker
-    must not go straight back to it (to lapse again, costing an attempt)."""
-    job = submit(alice, "noop", {"tag": "rescued"})
+def test_a_claim_parked_before_its_workers_lease_lapsed_takes_no_job(app, alice, worker_account, engine):
+    """A killed worker's last claim may still be parked in the API; the job rescued from that
+    worker must not go straight back to it (to lapse again, costing an attempt)."""
     wid = register(worker_account)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE workers SET last_heartbeat_at = now() - interval '6 seconds'"))  # lease: 5 s
-    assert claim(worker_account, wid) == []
+    job = submit(alice, "noop", {"tag": "rescued"})
+    (held,) = claim(worker_account, wid)
+    parked: list = []
+    thread = threading.Thread(target=lambda: parked.append(
+        worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1, "wait_s": 10}).json["data"]))
+    thread.start()
+    time.sleep(0.5)  # parked (nothing pending)
+    _expire(engine, job["id"])
+    started = time.monotonic()
+    assert Rescuer(engine).run_once().rescued == [(job["id"], "noop", "PENDING")]
+    thread.join(10)
+    assert time.monotonic() - started < 5, "the rescue's NOTIFY wakes the parked claim, which gives up"
+    assert parked == [{"jobs": [], "drain": False, "results": []}]
     assert job_row(engine, job["id"])["status"] == "PENDING"
-    assert worker_account.post(f"/api/workers/{wid}/heartbeat", {"jobs": []}).status_code == 200
-    assert [c["job_id"] for c in claim(worker_account, wid)] == [job["id"]]
+    # The worker is alive after all: its next claim (begun after the lapse) gets the job.
+    (again,) = claim(worker_account, wid)
+    assert (again["job_id"], again["attempt"]) == (held["job_id"], 2)

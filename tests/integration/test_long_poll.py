@@ -61,3 +61,56 @@ def test_claim_returns_empty_after_wait(worker_account):
     response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1, "wait_s": 1.0})
     assert response.json["data"] == {"jobs": [], "drain": False, "results": []}
     assert 0.9 <= time.monotonic() - start < 3.0
+
+
+def _listening(app):
+    context = app.extensions[EXTENSION_KEY]
+    context.settings = context.settings.with_(claim_poll_fallback_s=30.0)  # only NOTIFY can wake them
+    context.listener.ensure_started()
+    assert context.listener.connected.wait(5)
+    return context
+
+
+def test_jobs_wake_as_many_parked_claims_as_they_need(app, alice, worker_account):
+    """Two jobs wake two of five parked claims: an idle fleet does not stampede for each job."""
+    context = _listening(app)
+    workers = [register(worker_account, name=f"w{i}") for i in range(5)]
+    out: list = []
+    threads = []
+    for wid in workers:
+        def run(wid: int = wid) -> None:
+            response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1, "wait_s": 6.0})
+            out.append((time.monotonic(), response.json["data"]["jobs"]))
+        threads.append(threading.Thread(target=run))
+        threads[-1].start()
+    deadline = time.monotonic() + 5
+    while context.hub.parked() < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert context.hub.parked() == 5
+    submitted_at = time.monotonic()
+    response = alice.post("/api/jobs/batch", {"jobs": [{"type": "noop", "input_payload": {"tag": str(i)}}
+                                                       for i in range(2)]})
+    assert response.status_code in (200, 201), response.json
+    time.sleep(1.0)
+    assert len(out) == 2 and all(len(jobs) == 1 for _, jobs in out)
+    assert all(at - submitted_at < 1.0 for at, _ in out)
+    assert context.hub.parked() == 3  # the other three still wait, untouched
+    for thread in threads:
+        thread.join(10)
+    assert [jobs for _, jobs in out[2:]] == [[], [], []]
+
+
+def test_a_drain_answers_the_workers_parked_claim_at_once(app, alice, admin, worker_account, engine):
+    from api.fleet.service import drain_workers
+
+    context = _listening(app)
+    wid = register(worker_account)
+    out: list = []
+    thread = _claim_in_thread(worker_account, wid, 10.0, out)
+    time.sleep(0.5)
+    with engine.begin() as conn:
+        assert drain_workers(conn, [wid], only_idle=True) == [wid]
+    thread.join(5)
+    assert not thread.is_alive(), "the drain's NOTIFY should answer the parked claim"
+    assert out[0][1] == [] and out[0][0] < 3.0
+    assert context.hub.parked() == 0
