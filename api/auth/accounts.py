@@ -2,7 +2,8 @@
 
 People hold the roles ADMIN and USER; service accounts (one per worker or manager deployment)
 hold WORKER and MANAGER. Disabling an account revokes its refresh tokens, and its access
-tokens stop working on their next request (the role check reads the account).
+tokens stop working within seconds (the role check reads the account, cached per process for
+5 s: api/auth/identity_cache.py).
 """
 
 from __future__ import annotations
