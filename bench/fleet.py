@@ -76,7 +76,7 @@ class Fleet:
                              f"see {self.log_dir / 'api.log'}")
         say(f"starting the API on {self.api_url} "
             f"({os.environ.get('SKYFLEET_WEB_WORKERS', '2')} processes × "
-            f"{os.environ.get('SKYFLEET_WEB_THREADS', '32')} threads) …")
+            f"{os.environ.get('SKYFLEET_WEB_CONNECTIONS', '2000')} gevent connections) …")
         # The benchmarks measure the queue, not the per-user guards: a million pending jobs from
         # one account, hundreds of submissions a second.
         env = os.environ | self.key_env | {"DATABASE_URL": self.database_url, "PORT": str(self.port),

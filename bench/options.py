@@ -42,7 +42,8 @@ KNOBS = (
     Knob("scale_workers", 1000, 100, "simulated workers long-polling the API (scale)"),
     Knob("scale_processes", 4, 2, "client processes the simulated workers are spread over (scale)"),
     Knob("scale_idle_s", 60.0, 20.0, "seconds the idle fleet is measured (scale)"),
-    Knob("scale_burst_jobs", 2000, 200, "sleep jobs of 50-200 ms submitted to the fleet at once, 0: none (scale)"),
+    Knob("scale_busy", 20, 20, "simulated workers kept busy with a sleep job through the idle phase (scale)"),
+    Knob("scale_burst_jobs", 20000, 200, "sleep jobs of 50-200 ms submitted to the fleet at once, 0: none (scale)"),
 )
 
 
@@ -77,4 +78,5 @@ class Options:
     scale_workers: int
     scale_processes: int
     scale_idle_s: float
+    scale_busy: int
     scale_burst_jobs: int

@@ -25,7 +25,7 @@ def meta(opts: Options) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "web_workers": int(os.environ.get("SKYFLEET_WEB_WORKERS", "2")),
-        "web_threads": int(os.environ.get("SKYFLEET_WEB_THREADS", "32")),
+        "web_connections": int(os.environ.get("SKYFLEET_WEB_CONNECTIONS", "2000")),
     }
 
 

@@ -3,24 +3,31 @@
 A simulated worker speaks the worker protocol as ``worker/runtime.py`` does, running nothing
 real: it registers (``POST /api/workers``, concurrency 1, types noop and sleep), then claims
 one job at a time, one long poll after another (``POST /api/workers/{id}/claim`` with
-``max_jobs`` 1 and ``wait_s`` :data:`CLAIM_WAIT_S`), "runs" what it gets (a ``sleep`` job
-sleeps its seconds, a ``noop`` returns at once) and carries the report in its next claim. A
-second thread heartbeats every ``heartbeat_interval_s`` (from the registration answer) with
-the jobs it holds, running or not yet reported. So each simulated worker is two threads with
-a keep-alive connection each (a parked claim holds its connection), as in the real worker.
+``max_jobs`` 1 and ``wait_s`` :data:`CLAIM_WAIT_S`, the real worker's default), "runs" what it
+gets in its claim thread (a ``sleep`` job sleeps its seconds, a ``noop`` returns at once) and
+carries the report in its next claim. A second thread heartbeats every
+``heartbeat_interval_s`` (from the registration answer) with the jobs it holds, running or not
+yet reported, and only while it holds one: an idle worker sends no heartbeat, its open claim is
+what keeps it alive (as the real worker). So an idle fleet costs the API one claim per worker
+per wait, and its heartbeats come from the busy workers alone. Each simulated worker is two
+threads with a keep-alive connection each (a parked claim holds its connection), as in the
+real worker.
 
 Differences from the real worker, to stay light: one login per process (the workers of a
-process share its access token; a 401 logs in again); no input fetch or output upload. A
-request that times out (:data:`HTTP_TIMEOUT_S`, the worker's default, plus the wait for a
-claim), fails to connect or answers 5xx is counted and the claim retried after an
-exponential backoff with jitter (0.5 s doubling to 15 s, as the worker's client); a heartbeat
-is not retried (the next one is due anyway). A 404 or 409 (worker unknown, or declared lost)
-is counted and the worker registers again.
+process share its access token; a 401 logs in again); no input fetch or output upload; a
+``drain`` in an answer is ignored. A request that times out (:data:`HTTP_TIMEOUT_S`, the
+worker's default, plus the wait for a claim), fails to connect or answers 5xx is counted and
+the claim retried after an exponential backoff with jitter (0.5 s doubling to 15 s, as the
+worker's client); a heartbeat is not retried (the next one is due anyway). A 404 or 409
+(worker unknown, or declared lost) is counted and the worker registers again.
 
 It runs until SIGTERM, then writes its record as JSON to ``--out``: every request as
-``[kind, worker, started (epoch s), milliseconds, outcome]`` and every job it ran as
-``[job_id, attempt, worker]``; and the count of reports the API answered ``accepted: false``.
-Credentials come from ``SKYFLEET_WORKER_EMAIL`` and ``SKYFLEET_WORKER_PASSWORD``.
+``[kind, worker, started (epoch s), milliseconds, outcome]``; every job it ran as
+``[job_id, attempt, worker, held from, held until]`` (epoch s: from the claim's answer to the
+answer of the claim that carried its report, i.e. while its lease was this worker's to
+heartbeat; ``held until`` is null if it was still held at the end); and the count of reports
+the API answered ``accepted: false``. Credentials come from ``SKYFLEET_WORKER_EMAIL`` and
+``SKYFLEET_WORKER_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ class Swarm:
         self._lock = threading.Lock()
         self._token = ""
         self.requests: list[list[Any]] = []
-        self.jobs: list[list[int]] = []
+        self.jobs: list[list[Any]] = []
         self.stale_reports = 0
 
     def token(self, rejected: str | None = None) -> str:
@@ -85,9 +92,16 @@ class Swarm:
         with self._lock:
             self.requests.append([kind, worker, round(started, 4), round(seconds * 1000, 3), outcome])
 
-    def ran(self, job_id: int, attempt: int, worker: int) -> None:
+    def ran(self, job_id: int, attempt: int, worker: int) -> list[Any]:
+        """Record a job taken now; its row, to pass to :meth:`released` once its report is answered."""
+        row: list[Any] = [job_id, attempt, worker, round(time.time(), 4), None]
         with self._lock:
-            self.jobs.append([job_id, attempt, worker])
+            self.jobs.append(row)
+        return row
+
+    def released(self, row: list[Any]) -> None:
+        with self._lock:
+            row[4] = round(time.time(), 4)
 
     def count_stale(self, reports: int) -> None:
         with self._lock:
@@ -108,7 +122,8 @@ class SimWorker:
         self.heartbeat_interval_s = 2.0
         self.lost = threading.Event()
         self.registered = threading.Event()
-        self._held: set[tuple[int, int]] = set()
+        #: (job_id, attempt) → its row in the swarm's record, from the claim to the report's answer.
+        self._held: dict[tuple[int, int], list[Any]] = {}
         self._lock = threading.Lock()
         self._backoff = BACKOFF_BASE_S
 
@@ -185,9 +200,9 @@ class SimWorker:
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         """Hold the job's lease while "running" it; its SUCCEEDED report."""
         key = (int(job["job_id"]), int(job["attempt"]))
+        row = self.swarm.ran(key[0], key[1], self.index)
         with self._lock:
-            self._held.add(key)
-        self.swarm.ran(key[0], key[1], self.index)
+            self._held[key] = row
         payload = job.get("input_payload") or {}
         if job["type"] == "sleep":
             time.sleep(float(payload.get("seconds") or 0.0))
@@ -199,12 +214,17 @@ class SimWorker:
     def settle(self, reports: list[dict[str, Any]], outcomes: list[dict[str, Any]]) -> None:
         """The API answered the reports: stop heartbeating their leases; count the stale ones."""
         with self._lock:
-            for report in reports:
-                self._held.discard((report["job_id"], report["attempt"]))
+            rows = [self._held.pop((report["job_id"], report["attempt"]), None) for report in reports]
+        for row in rows:
+            if row is not None:
+                self.swarm.released(row)
         self.swarm.count_stale(sum(1 for o in outcomes if not o.get("accepted")))
 
     def heartbeat_loop(self) -> None:
-        """Every interval, extend the leases of the jobs held (a failed beat is not retried)."""
+        """Every interval, extend the leases of the jobs held, if any (a failed beat is not retried).
+
+        An idle worker does not heartbeat: its parked claim keeps it alive.
+        """
         session = requests.Session()
         self.registered.wait()
         while not self.swarm.stop.wait(self.heartbeat_interval_s):
@@ -212,6 +232,8 @@ class SimWorker:
                 continue
             with self._lock:
                 held = [{"job_id": j, "attempt": a, "progress": None} for j, a in sorted(self._held)]
+            if not held:
+                continue
             outcome, _ = self.post(session, "heartbeat", f"/api/workers/{self.worker_id}/heartbeat",
                                    {"jobs": held}, HTTP_TIMEOUT_S)
             if outcome == "gone":
