@@ -24,7 +24,7 @@ from api.maintenance.callbacks import CallbackDispatcher, callback_config
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
 from api.maintenance.runner import MaintenanceRunner, Service
-from api.openapi import ErrorResponses
+from api.openapi import ErrorResponses, register_protocol_schemas
 from api.queue.notify import Listener
 from api.queue.wakeup import WakeHub
 from api.ratelimit.hooks import init_rate_limits
@@ -162,6 +162,7 @@ def create_app(settings: Settings) -> Flask:
     for blueprint in (auth_blp, jobs_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(events_blp)
+    register_protocol_schemas(api.spec)
     for blueprint in (admin_queues_blp, admin_fleet_blp, manager_blp, metrics_blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(docs_blp)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter, Map
@@ -75,7 +75,12 @@ def check_json_body() -> None:
         return
     body = _body_within_limit()
     if body:  # an empty body is no body (webargs reads it so)
-        current_app.json.loads(body)
+        g.skyfleet_json = current_app.json.loads(body)
+
+
+def json_body() -> Any:
+    """The request's JSON, as :func:`check_json_body` parsed and checked it (None: no JSON body)."""
+    return g.get("skyfleet_json")
 
 
 def nosniff(response: Response) -> Response:

@@ -42,3 +42,20 @@ class ErrorResponses(BasePlugin):
                 # A string or a $ref names a registered response, which already has the envelope.
                 if is_error and isinstance(response, dict) and "$ref" not in response and "content" not in response:
                     response["content"] = {"application/json": {"schema": ERROR_REF}}
+
+
+#: The protocol's components are named Worker<Message> (a ``Register`` exists already: accounts).
+PROTOCOL_PREFIX = "Worker"
+PROTOCOL_REF = "#/components/schemas/" + PROTOCOL_PREFIX + "{name}"
+
+
+def register_protocol_schemas(spec: Any) -> None:
+    """The worker protocol's messages (jobtypes/protocol.py) as components of the document,
+    generated from the same types the API decodes with."""
+    import msgspec
+
+    from jobtypes.protocol import MESSAGES
+
+    _, components = msgspec.json.schema_components(MESSAGES, ref_template=PROTOCOL_REF)
+    for name, schema in components.items():
+        spec.components.schema(PROTOCOL_PREFIX + name, component=schema)

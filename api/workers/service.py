@@ -17,7 +17,7 @@ from api.errors import NotFound, StaleAttempt, WorkerGone
 from api.files.service import input_files_of_jobs
 from api.queue.leases import ClaimedJob, Report, ReportOutcome, claim_jobs, next_due_at, report_attempts
 from api.queue.wakeup import FAN_OUT, Waiter
-from jobtypes import CATALOGUE
+from jobtypes import CATALOGUE, protocol
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,16 @@ class WorkerRow:
     read_at: dt.datetime | None = None
 
 
-def register_worker(conn: Connection, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
+def register_worker(conn: Connection, user_id: int, body: protocol.Register) -> dict[str, Any]:
     row = conn.execute(
         text("""INSERT INTO workers (name, user_id, hostname, pid, ecs_task_arn, ecs_cluster_arn,
                                      job_types, concurrency, attributes)
                 VALUES (:name, :user_id, :hostname, :pid, :ecs_task_arn, :ecs_cluster_arn,
                         CAST(:job_types AS varchar(64)[]), :concurrency, :attributes)
                 RETURNING id, name, job_types, concurrency"""),
-        body | {"user_id": user_id, "attributes": None if body["attributes"] is None else Jsonb(body["attributes"])},
+        {"name": body.name, "user_id": user_id, "hostname": body.hostname, "pid": body.pid,
+         "ecs_task_arn": body.ecs_task_arn, "ecs_cluster_arn": body.ecs_cluster_arn, "job_types": body.job_types,
+         "concurrency": body.concurrency, "attributes": None if body.attributes is None else Jsonb(body.attributes)},
     ).mappings().one()
     return dict(row)
 
@@ -94,25 +96,25 @@ def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool
                      getattr(row, "at", None))
 
 
-def reports_from(bodies: list[dict[str, Any]]) -> list[Report]:
-    """Validated report bodies → the queue engine's reports."""
+def reports_from(reports: list[protocol.Report]) -> list[Report]:
+    """The worker's reports → the queue engine's."""
     return [
         Report(
-            job_id=r["job_id"], attempt=r["attempt"], outcome=r["status"],
-            result_payload=r["result_payload"], storage_uri=r["storage_uri"], files=r["files"],
-            error=None if r["error"] is None else {"code": r["error"]["code"], "message": r["error"]["message"]},
-            permanent=bool(r["error"] and r["error"]["permanent"]),
+            job_id=r.job_id, attempt=r.attempt, outcome=r.status, result_payload=r.result_payload,
+            storage_uri=r.storage_uri, files=None if r.files is None else [protocol.dump(f) for f in r.files],
+            error=None if r.error is None else {"code": r.error.code, "message": r.error.message},
+            permanent=bool(r.error and r.error.permanent),
         )
-        for r in bodies
+        for r in reports
     ]
 
 
-def outcome_view(outcome: ReportOutcome) -> dict[str, Any]:
-    view: dict[str, Any] = {"job_id": outcome.job_id, "attempt": outcome.attempt, "accepted": outcome.accepted,
-                            "status": outcome.status}
-    if not outcome.accepted:
-        view["error"] = {"code": StaleAttempt.code, "message": (StaleAttempt.__doc__ or "").strip()}
-    return view
+_STALE = {"code": StaleAttempt.code, "message": (StaleAttempt.__doc__ or "").strip()}
+
+
+def outcome_message(outcome: ReportOutcome) -> protocol.Outcome:
+    return protocol.Outcome(job_id=outcome.job_id, attempt=outcome.attempt, accepted=outcome.accepted,
+                            status=outcome.status, error=None if outcome.accepted else _STALE)
 
 
 @dataclass(frozen=True)
@@ -228,19 +230,14 @@ def _park(c: AppContext, waiter: Waiter, deadline: float, due_at: dt.datetime | 
             return False
 
 
-def claimed_view(job: ClaimedJob) -> dict[str, Any]:
+def claimed_message(job: ClaimedJob) -> protocol.ClaimedJob:
     job_type = CATALOGUE.get(job.type)
-    return {
-        "job_id": job.job_id,
-        "assignment_id": job.assignment_id,
-        "type": job.type,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "input_payload": job.input_payload,
-        "lease_expires_at": job.lease_expires_at,
-        "timeout_s": job_type.timeout_s if job_type else 0.0,
-        "input_files": job.input_files,
-    }
+    return protocol.ClaimedJob(
+        job_id=job.job_id, assignment_id=job.assignment_id, type=job.type, attempt=job.attempt,
+        max_attempts=job.max_attempts, input_payload=job.input_payload, lease_expires_at=job.lease_expires_at,
+        timeout_s=job_type.timeout_s if job_type else 0.0,
+        input_files=[protocol.InputFile(**f) for f in job.input_files],
+    )
 
 
 def stop_worker(conn: Connection, worker_id: int, user_id: int) -> None:
