@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import psycopg
@@ -154,6 +155,7 @@ def create_app(settings: Settings) -> Flask:
         settings=settings, engine=engine, hub=hub, listener=Listener(dsn, hub), storage=store,
         linker=Linker(store, link_secret(settings.jwt_private_key), settings.download_url_ttl_s, settings.public_url),
         guard=AddressGuard(settings.allowed_networks),
+        claim_slots=threading.BoundedSemaphore(settings.db_pool_size),
     )
     app.extensions[EXTENSION_KEY] = context
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from flask import current_app
 from psycopg.errors import TransactionRollback
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.config import Settings
 from api.errors import ServiceUnavailable
@@ -34,6 +36,17 @@ class AppContext:
     #: Refuses URL inputs and callbacks to private, loopback and link-local addresses.
     guard: AddressGuard
     started_at: float = field(default_factory=time.time)
+    #: Claim and report transactions in flight in this process: at most half of what the pool
+    #: (with its overflow) holds, so that however many workers claim at once, heartbeats,
+    #: health checks and submissions always find a connection (a heartbeat queued behind claims
+    #: for longer than a lease costs a job its lease, and it runs twice).
+    claim_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(10))
+
+    @contextmanager
+    def claim_transaction(self) -> Iterator[Connection]:
+        """A transaction of the claim and report path, within :attr:`claim_slots`."""
+        with self.claim_slots, self.transaction() as conn:
+            yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -47,6 +60,8 @@ class AppContext:
                 raise ServiceUnavailable(
                     "the database rolled this request back (concurrent update); retry") from exc
             raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
+        except PoolTimeout as exc:
+            raise ServiceUnavailable("the API is busy: no database connection came free in time; retry") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise ServiceUnavailable("the database connection was lost; retry shortly") from exc

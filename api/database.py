@@ -59,5 +59,8 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
+        # A request waits at most this long for a connection, then gets a 503 to retry (the
+        # claim path is capped at half the pool: api/context.py).
+        pool_timeout=10,
         pool_recycle=1800,
     )

@@ -42,8 +42,10 @@ class IdentityCache:
     Thread-safe with a plain :class:`threading.Lock`, which gevent's monkey-patching turns
     into a greenlet lock; the lock is never held while the database is read. A read that was
     in flight when an entry was invalidated is not stored (it may predate the change), so an
-    invalidation cannot be undone by a concurrent request. Concurrent misses for one account
-    each read it (no single flight): at most one read per concurrent request per TTL.
+    invalidation cannot be undone by a concurrent request. When an entry expires, one request
+    reads the account again while the others go on with the expired entry (for at most another
+    TTL): a fleet sharing one service account must not all read it at the same instant, each
+    holding a pooled connection, every time the entry expires.
     """
 
     def __init__(self, ttl_s: float = IDENTITY_TTL_S, max_entries: int = IDENTITY_CACHE_SIZE,
@@ -59,6 +61,8 @@ class IdentityCache:
         self._entries: OrderedDict[int, tuple[float, Identity | None]] = OrderedDict()
         # Bumped by every invalidation: a read that straddles one is not stored.
         self._generation = 0
+        # Accounts being read again right now (the others use the expired entry meanwhile).
+        self._loading: set[int] = set()
 
     def get(self, user_id: int, load: Callable[[int], Identity | None]) -> Identity | None:
         """The account's identity (None: disabled or removed), from the cache while it is
@@ -67,12 +71,17 @@ class IdentityCache:
             entry = self._entries.get(user_id)
             if entry is not None:
                 read_at, identity = entry
-                if self._clock() - read_at < self.ttl_s:
+                age = self._clock() - read_at
+                if age < self.ttl_s or (user_id in self._loading and age < 2 * self.ttl_s):
                     return identity
-                del self._entries[user_id]
             generation = self._generation
+            self._loading.add(user_id)
         read_at = self._clock()
-        identity = load(user_id)
+        try:
+            identity = load(user_id)
+        finally:
+            with self._lock:
+                self._loading.discard(user_id)
         with self._lock:
             if self._generation == generation:
                 self._entries[user_id] = (read_at, identity)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from api.queue.leases import rescue_expired
+from api.queue.leases import mark_lapsed_workers, rescue_expired
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ class Rescuer:
         if now < self._grace_until:
             self._passed()
             return RescueResult(rescued=[], workers_lost=0, held_off=True)
+        with self.engine.begin() as conn:
+            mark_lapsed_workers(conn)
         with self.engine.begin() as conn:
             rescued = rescue_expired(conn, self.config.batch_size)
         with self.engine.begin() as conn:

@@ -307,7 +307,7 @@ def report_attempts(conn: Connection, worker_id: int, reports: list[Report]) -> 
 
 _RESCUE = text(f"""
     WITH expired AS (
-        SELECT a.id AS assignment_id, a.worker_id, j.id AS job_id,
+        SELECT a.id AS assignment_id, j.id AS job_id,
                CASE WHEN j.cancel_requested THEN 'CANCELLED'
                     WHEN j.attempt >= j.max_attempts THEN 'TIMED_OUT'
                     ELSE 'PENDING' END AS next_status,
@@ -340,13 +340,25 @@ _RESCUE = text(f"""
     ), expired_assignments AS (
         UPDATE job_assignments a SET completed_at = now(), outcome = 'EXPIRED'
         FROM expired e WHERE a.id = e.assignment_id
-    ), lapsed_workers AS (
-        -- A claim of the worker's still parked in the API (maybe a killed process's last
-        -- request) takes no job once this is later than its start (api/workers/service.py).
-        UPDATE workers w SET lapsed_at = now() WHERE w.id IN (SELECT worker_id FROM expired)
     )
     SELECT id, type, status FROM rescued_jobs
 """)
+
+
+# Its own transaction, before the rescue: it waits for claims holding a worker's row, while the
+# rescue holds job rows a claim's report may wait for; in one transaction the two deadlocked.
+_MARK_LAPSED = text("""
+    UPDATE workers w SET lapsed_at = now()
+    WHERE w.id IN (SELECT DISTINCT a.worker_id FROM job_assignments a
+                   WHERE a.completed_at IS NULL AND a.expires_at < now())
+""")
+
+
+def mark_lapsed_workers(conn: Connection) -> int:
+    """Stamp ``lapsed_at`` on the workers holding an expired lease: a claim of theirs parked
+    before now (maybe a killed process's last request) takes no job (api/workers/service.py).
+    Done before the rescue commits, so the claims its notification wakes already see it."""
+    return conn.execute(_MARK_LAPSED).rowcount
 
 
 def rescue_expired(conn: Connection, limit: int = 1000) -> list[tuple[int, str, str]]:
@@ -354,8 +366,8 @@ def rescue_expired(conn: Connection, limit: int = 1000) -> list[tuple[int, str, 
 
     The job goes back to PENDING — in its old place in line the first time its lease
     expires, with backoff after that — or TIMED_OUT when its attempts are used up,
-    or CANCELLED when a cancel was pending. The worker that held the lease gets ``lapsed_at``:
-    the claims it had parked before then take no job. ``SKIP LOCKED``: a row a worker is reporting on
+    or CANCELLED when a cancel was pending. Call :func:`mark_lapsed_workers` first, in its
+    own transaction. ``SKIP LOCKED``: a row a worker is reporting on
     right now is left for the next pass rather than waited for.
     """
     rows = conn.execute(_RESCUE, _policy_params() | {"limit": limit}).all()

@@ -157,7 +157,7 @@ class Results(MethodView):
         changes nothing and comes back ``accepted: false``; if none was accepted, 409."""
         body = _read(protocol.Results)
         c = ctx()
-        with c.transaction() as conn:
+        with c.claim_transaction() as conn:
             service.touch_worker(conn, worker_id, caller().user_id)
             outcomes = report_attempts(conn, worker_id, service.reports_from(body.results))
         metric_samples.record(outcomes=outcomes)

@@ -19,6 +19,9 @@ from api.queue.leases import ClaimedJob, Report, ReportOutcome, claim_jobs, next
 from api.queue.wakeup import FAN_OUT, Waiter
 from jobtypes import CATALOGUE, protocol
 
+#: Long polls at least this long are shortened at random (see :func:`long_poll_claim`).
+JITTER_FROM_S = 5.0
+
 
 @dataclass(frozen=True)
 class WorkerRow:
@@ -143,7 +146,12 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
     settings = c.settings
     c.listener.ensure_started()
     limit = min(max_jobs, settings.max_claim_batch)
-    deadline = time.monotonic() + min(wait_s, settings.max_claim_wait_s)
+    wait_s = min(wait_s, settings.max_claim_wait_s)
+    if wait_s >= JITTER_FROM_S:
+        # Up to a quarter shorter at random: a fleet started together (or all answered at once by
+        # a restart) would otherwise come back in lock-step, a thousand claims in the same second.
+        wait_s *= random.uniform(0.75, 1.0)
+    deadline = time.monotonic() + wait_s
     claim_types: list[str] = []
     reported: list[ReportOutcome] = []
     waiter: Waiter | None = None
@@ -152,7 +160,7 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
     announce = True
     try:
         while True:
-            with c.transaction() as conn:
+            with c.claim_transaction() as conn:
                 # Every pass re-reads the worker: one drained while it waited must not get work.
                 worker = touch_worker(conn, worker_id, user_id, claiming=True, seen_every_s=(
                     settings.heartbeat_interval_s if waiter is None else None))

@@ -184,3 +184,29 @@ def test_a_read_that_straddles_an_invalidation_is_not_stored():
     assert cache.get(7, load_then_change) == stale  # this request goes by what it read
     calls, load = _loader({})
     assert cache.get(7, load) is None and calls == [7]  # the next one reads again
+
+
+def test_while_one_request_reads_an_expired_entry_again_the_others_use_it():
+    """A fleet shares one service account: when its entry expires, one read, not a stampede."""
+    clock = Clock()
+    cache = IdentityCache(ttl_s=5.0, clock=clock)
+    old, new = Identity(1, frozenset({"WORKER"})), Identity(1, frozenset({"WORKER", "MANAGER"}))
+    cache.get(1, lambda _: old)
+    clock.now += 6
+    seen_meanwhile = []
+
+    def slow_read(_: int) -> Identity:
+        seen_meanwhile.append(cache.get(1, lambda _: pytest.fail("a second read while one is in flight")))
+        return new
+
+    assert cache.get(1, slow_read) == new
+    assert seen_meanwhile == [old]
+    # Not forever: past two TTLs an expired entry is not served even while a read is in flight.
+    clock.now += 11
+
+    def slower_read(_: int) -> Identity:
+        seen_meanwhile.append(cache.get(1, lambda _: new))
+        return new
+
+    cache.get(1, slower_read)
+    assert seen_meanwhile == [old, new]

@@ -114,3 +114,28 @@ def test_a_drain_answers_the_workers_parked_claim_at_once(app, alice, admin, wor
     assert not thread.is_alive(), "the drain's NOTIFY should answer the parked claim"
     assert out[0][1] == [] and out[0][0] < 3.0
     assert context.hub.parked() == 0
+
+
+def test_heartbeats_do_not_queue_behind_claims(app, alice, worker_account):
+    """Claims and reports take at most half the pool: with every claim slot busy (a fleet
+    claiming at once), a heartbeat still goes straight through."""
+    context = app.extensions[EXTENSION_KEY]
+    wid = register(worker_account)
+    submit(alice, "sleep", {"seconds": 60})
+    (held,) = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1}).json["data"]["jobs"]
+    slots = context.settings.db_pool_size
+    for _ in range(slots):
+        assert context.claim_slots.acquire(timeout=5)
+    out: list = []
+    try:
+        waiting = _claim_in_thread(worker_account, wid, 0.0, out)
+        time.sleep(0.3)
+        assert waiting.is_alive(), "the claim waits for a slot"
+        beat = worker_account.post(f"/api/workers/{wid}/heartbeat",
+                                   {"jobs": [{"job_id": held["job_id"], "attempt": held["attempt"]}]})
+        assert beat.status_code == 200 and beat.json["data"]["stop"] == []
+    finally:
+        for _ in range(slots):
+            context.claim_slots.release()
+    waiting.join(5)
+    assert out and out[0][1] == []
