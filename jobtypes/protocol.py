@@ -29,8 +29,16 @@ JobId = Annotated[int, msgspec.Meta(ge=1)]
 JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class Message(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of every message: unknown fields are refused, not ignored."""
+class Message(msgspec.Struct, kw_only=True):
+    """Base of every message."""
+
+
+class Request(Message, forbid_unknown_fields=True):
+    """What a worker sends: the API refuses unknown fields (a typo must not pass silently)."""
+
+
+class Answer(Message):
+    """What the API answers: a worker ignores fields it does not know (a newer API may add some)."""
 
 
 def output_prefix(job_id: int, attempt: int) -> str:
@@ -40,7 +48,7 @@ def output_prefix(job_id: int, attempt: int) -> str:
 
 # --- register -----------------------------------------------------------------------------------
 
-class Register(Message):
+class Register(Request):
     """``POST /api/workers``: a worker process introduces itself."""
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -53,7 +61,7 @@ class Register(Message):
     attributes: dict[str, Any] | None = None
 
 
-class Registered(Message):
+class Registered(Answer):
     """The registration's answer: the worker's id and the settings it must follow."""
 
     id: int
@@ -68,13 +76,13 @@ class Registered(Message):
 
 # --- reports --------------------------------------------------------------------------------------
 
-class ReportError(Message):
+class ReportError(Request):
     message: Annotated[str, msgspec.Meta(max_length=10_000)]
     code: Annotated[str, msgspec.Meta(max_length=100)] = "HANDLER_ERROR"
     permanent: Annotated[bool, msgspec.Meta(description="Do not retry (bad input).")] = False
 
 
-class ReportedFile(Message):
+class ReportedFile(Request):
     """One output file, already written to storage under the attempt's prefix."""
 
     key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024,
@@ -85,7 +93,7 @@ class ReportedFile(Message):
     content_type: str | None = None
 
 
-class Report(Message):
+class Report(Request):
     """How one attempt ended. A FAILED report carries an ``error``."""
 
     job_id: JobId
@@ -97,7 +105,7 @@ class Report(Message):
     error: ReportError | None = None
 
 
-class Outcome(Message, omit_defaults=True):
+class Outcome(Answer, omit_defaults=True):
     """What the API made of one report (``error`` only when it was not accepted)."""
 
     job_id: int
@@ -107,19 +115,19 @@ class Outcome(Message, omit_defaults=True):
     error: Annotated[dict[str, Any] | None, msgspec.Meta(description="Why it was not accepted.")] = None
 
 
-class Results(Message):
+class Results(Request):
     """``POST /api/workers/{id}/results``."""
 
     results: Annotated[list[Report], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class ResultsAnswer(Message):
+class ResultsAnswer(Answer):
     results: list[Outcome]
 
 
 # --- claim ----------------------------------------------------------------------------------------
 
-class Claim(Message):
+class Claim(Request):
     """``POST /api/workers/{id}/claim``: reports first (optional), then up to ``max_jobs`` jobs."""
 
     max_jobs: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH, description="How many free slots the worker has.")] = 1
@@ -130,7 +138,7 @@ class Claim(Message):
                                                   description="Finished attempts to report first.")] = []
 
 
-class InputFile(Message):
+class InputFile(Answer):
     """An uploaded file the job reads, and where it is stored."""
 
     file_id: int
@@ -139,7 +147,7 @@ class InputFile(Message):
     name: str
 
 
-class ClaimedJob(Message):
+class ClaimedJob(Answer):
     job_id: int
     assignment_id: int
     type: str
@@ -151,7 +159,7 @@ class ClaimedJob(Message):
     input_files: list[InputFile]
 
 
-class ClaimAnswer(Message):
+class ClaimAnswer(Answer):
     jobs: list[ClaimedJob]
     drain: Annotated[bool, msgspec.Meta(description="Stop claiming and exit when idle.")]
     results: Annotated[list[Outcome], msgspec.Meta(description="Outcomes of the reports sent with the claim.")]
@@ -159,43 +167,43 @@ class ClaimAnswer(Message):
 
 # --- heartbeat and release ------------------------------------------------------------------------
 
-class Progress(Message, omit_defaults=True):
+class Progress(Request, omit_defaults=True):
     percent: float | None = None
     stage: str | None = None
     message: str | None = None
 
 
-class RunningJob(Message):
+class RunningJob(Request):
     job_id: JobId
     attempt: Attempt
     progress: Progress | None = None
 
 
-class Heartbeat(Message):
+class Heartbeat(Request):
     """``POST /api/workers/{id}/heartbeat``: the attempts the worker holds, with their progress."""
 
     jobs: Annotated[list[RunningJob], msgspec.Meta(max_length=MAX_BATCH)] = []
 
 
-class Stop(Message):
+class Stop(Answer):
     job_id: int
     attempt: int
     reason: Annotated[str, msgspec.Meta(description="cancelled, or lost (no longer yours).")]
 
 
-class HeartbeatAnswer(Message):
+class HeartbeatAnswer(Answer):
     stop: list[Stop]
     drain: bool
     lease_expires_at: dt.datetime | None = None
 
 
-class Release(Message):
+class Release(Request):
     """``POST /api/workers/{id}/release``: running attempts handed back (shutting down)."""
 
     jobs: Annotated[list[RunningJob], msgspec.Meta(max_length=MAX_BATCH)]
 
 
-class Released(Message):
+class Released(Answer):
     released: list[int]
 
 
@@ -248,6 +256,15 @@ def load(kind: type[M], body: Any) -> M:
     if check is not None:
         check(message)
     return message
+
+
+def read(kind: type[M], body: Any) -> M:
+    """An answer of the API (parsed JSON) as a ``kind``, for a worker; :class:`ProtocolError` if
+    it is not one."""
+    try:
+        return msgspec.convert(body, kind)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(problem(exc)) from None
 
 
 def dump(message: Message) -> Any:

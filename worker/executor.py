@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from jobtypes import protocol
 from worker.jobs import Cancelled, JobContext, PermanentError, handler_for
 from worker.jobs.jsonsafe import jsonable
 from worker.lifeline import PARENT_ENV, arm_job_process
@@ -61,20 +62,20 @@ class Outcome:
     outputs: list[tuple[str, str, str | None]] = field(default_factory=list)
     error: dict[str, Any] | None = None
 
-    def report(self, job_id: int, attempt: int, files: tuple[str, list[dict[str, Any]]] | None) -> dict[str, Any]:
+    def report(self, job_id: int, attempt: int,
+               files: tuple[str, list[protocol.ReportedFile]] | None) -> protocol.Report:
         """The attempt's report for the API; ``files`` (storage URI, files) were uploaded on success."""
-        report: dict[str, Any] = {"job_id": job_id, "attempt": attempt, "status": self.status}
         if self.status == "SUCCEEDED":
-            report["result_payload"] = self.result
-            if files:
-                report["storage_uri"], report["files"] = files
-        elif self.error:
-            report["error"] = self.error
-        return report
+            storage_uri, stored = files if files else (None, None)
+            return protocol.Report(job_id=job_id, attempt=attempt, status="SUCCEEDED", result_payload=self.result,
+                                   storage_uri=storage_uri, files=stored)
+        error = protocol.ReportError(**self.error) if self.error else None
+        return protocol.Report(job_id=job_id, attempt=attempt, status=self.status,  # type: ignore[arg-type]
+                               error=error)
 
 
 def failure(code: str, message: str, permanent: bool = False) -> Outcome:
-    return Outcome("FAILED", error={"code": code, "message": message[:MAX_ERROR_CHARS], "permanent": permanent})
+    return Outcome("FAILED", error={"code": code[:100], "message": message[:MAX_ERROR_CHARS], "permanent": permanent})
 
 
 def run_handler(task: Task, cancel_flag: Any, progress_sink: Callable[[dict[str, Any]], None]) -> Outcome:

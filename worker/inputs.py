@@ -16,7 +16,7 @@ from typing import Any
 import requests
 from marshmallow import Schema
 
-from jobtypes import file_refs, get_job_type
+from jobtypes import file_refs, get_job_type, protocol
 from storage import ObjectNotFound, ObjectTooLarge, Storage, StorageError
 from storage.netguard import AddressGuard, FetchTooLarge, ForbiddenAddress, fetch
 from worker.jobs import PermanentError, ref_id
@@ -46,18 +46,18 @@ class InputFetcher:
     def __init__(self, storage: Storage, guard: AddressGuard, max_bytes: int, timeout_s: float) -> None:
         self.storage, self.guard, self.max_bytes, self.timeout_s = storage, guard, max_bytes, timeout_s
 
-    def fetch_all(self, job: dict[str, Any], into: Path) -> dict[str, str]:
+    def fetch_all(self, job: protocol.ClaimedJob, into: Path) -> dict[str, str]:
         """Fetch every input of a claimed job; return ref_id → local path."""
-        uploads = {f["file_id"]: f for f in job.get("input_files", [])}
+        uploads = {f.file_id: f for f in job.input_files}
         local: dict[str, str] = {}
-        for index, ref in enumerate(input_refs(job["type"], job["input_payload"])):
+        for index, ref in enumerate(input_refs(job.type, job.input_payload)):
             into.mkdir(parents=True, exist_ok=True)
             path = into / f"input-{index}.fits"
             if "file_id" in ref:
                 upload = uploads.get(ref["file_id"])
                 if upload is None:
                     raise PermanentError(f"file {ref['file_id']} is not available to this job")
-                path = self._from_storage(upload["key"], path)
+                path = self._from_storage(upload.key, path)
             elif "key" in ref:
                 path = self._from_storage(ref["key"], path)
             else:
@@ -104,13 +104,14 @@ class InputFetcher:
 
 
 def upload_outputs(storage: Storage, job_id: int, attempt: int,
-                   outputs: list[tuple[str, str, str | None]]) -> tuple[str, list[dict[str, Any]]]:
-    """Store the outputs under ``jobs/<job>/attempt-<n>/``; return that prefix and the file list."""
-    prefix = f"jobs/{job_id}/attempt-{attempt}"
+                   outputs: list[tuple[str, str, str | None]]) -> tuple[str, list[protocol.ReportedFile]]:
+    """Store the outputs under the attempt's prefix (``protocol.output_prefix``); return that
+    prefix and the files as the report lists them."""
+    prefix = protocol.output_prefix(job_id, attempt)
     files = []
     for name, path, content_type in outputs:
         key = f"{prefix}/{name}"
         stored = storage.put_file(key, Path(path), content_type or "application/octet-stream")
-        files.append({"key": key, "name": name, "size": stored.size, "sha256": stored.sha256 or None,
-                      "content_type": content_type or stored.content_type})
+        files.append(protocol.ReportedFile(key=key, name=name, size=stored.size, sha256=stored.sha256 or None,
+                                           content_type=content_type or stored.content_type))
     return prefix, files

@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from jobtypes import protocol
 from worker.client import RETRY_BASE_S, ApiRejected, ApiUnavailable, Backoff, CredentialsRefused
 
 log = logging.getLogger(__name__)
@@ -36,22 +36,22 @@ REPORT_TRIES = 3
 NOT_THE_BATCH = frozenset({401, 403})
 
 #: Sends reports to the API, returns its outcomes; raises ApiRejected or ApiUnavailable.
-Send = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+Send = Callable[[list[protocol.Report]], list[protocol.Outcome]]
 #: Told of reports that are done with (accepted, stale or dropped): their leases are no longer the worker's.
-Forget = Callable[[list[dict[str, Any]]], None]
+Forget = Callable[[list[protocol.Report]], None]
 
 
 @dataclass
 class Pending:
     """A report waiting to be taken by the API."""
 
-    report: dict[str, Any]
+    report: protocol.Report
     #: It was on a request the API failed on: send it only by itself (see the module's docstring).
     suspect: bool = False
 
     @property
     def key(self) -> tuple[int, int]:
-        return self.report["job_id"], self.report["attempt"]
+        return self.report.job_id, self.report.attempt
 
 
 class Outbox:
@@ -68,7 +68,7 @@ class Outbox:
         #: Set while reports are waiting.
         self.ready = threading.Event()
 
-    def put(self, report: dict[str, Any]) -> None:
+    def put(self, report: protocol.Report) -> None:
         with self._lock:
             self._waiting.append(Pending(report))
             self.ready.set()
@@ -95,9 +95,9 @@ class Outbox:
             self._in_flight -= len(batch)
             self.ready.set()
 
-    def settle(self, batch: list[Pending], outcomes: Iterable[Any]) -> None:
+    def settle(self, batch: list[Pending], outcomes: Iterable[protocol.Outcome]) -> None:
         """The API answered for ``batch``: accepted or stale, these reports are done."""
-        accepted = {(o.get("job_id"), o.get("attempt")) for o in outcomes if isinstance(o, dict) and o.get("accepted")}
+        accepted = {(o.job_id, o.attempt) for o in outcomes if o.accepted}
         for pending in batch:
             if pending.key not in accepted:
                 log.warning("result for job %s attempt %s was not accepted (stale); dropped", *pending.key,
@@ -175,7 +175,7 @@ class Outbox:
         finally:
             self.give_back([p for part in parts for p in part])
 
-    def _send_with_tries(self, part: list[Pending]) -> list[dict[str, Any]]:
+    def _send_with_tries(self, part: list[Pending]) -> list[protocol.Outcome]:
         backoff = Backoff(base=self._backoff_base_s)
         tries = 1
         while True:

@@ -25,8 +25,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from jobtypes import protocol
 from storage import StorageError, open_storage
 from storage.netguard import AddressGuard
 from worker.client import ApiClient, ApiError, ApiRejected, ApiUnavailable, Backoff, CredentialsRefused
@@ -92,19 +93,13 @@ class Worker:
         """
         s = self.settings
         attributes = {k: v for k, v in {"pool": s.pool, "revision": s.revision, "launch_id": s.launch_id}.items() if v}
-        body = {
-            "name": s.name,
-            "job_types": list(s.job_types),
-            "concurrency": s.concurrency,
-            "hostname": socket.gethostname(),
-            "pid": os.getpid(),
-            "attributes": attributes or None,
-            **task_identity(s.ecs_metadata_uri),
-        }
+        body = protocol.dump(protocol.Register(
+            name=s.name, job_types=list(s.job_types), concurrency=s.concurrency, hostname=socket.gethostname(),
+            pid=os.getpid(), attributes=attributes or None, **task_identity(s.ecs_metadata_uri)))
         backoff = Backoff()
         while True:
             try:
-                data = self.client.post("/api/workers", body)
+                data = _answer(protocol.Registered, self.client.post("/api/workers", body))
                 break
             except ApiRejected as exc:
                 if exc.status == 403:
@@ -113,9 +108,9 @@ class Worker:
                 log.error("registration rejected: %s; retrying in %.1f s", exc, delay)
                 if self.stopping.wait(delay):
                     raise ApiUnavailable("stopped before registering") from exc
-        self.worker_id = data["id"]
+        self.worker_id = data.id
         self._lost.clear()
-        self.heartbeat_interval_s = float(data["heartbeat_interval_s"])
+        self.heartbeat_interval_s = data.heartbeat_interval_s
         if s.heartbeat_interval_s:
             self.heartbeat_interval_s = min(self.heartbeat_interval_s, s.heartbeat_interval_s)
         log.info("registered worker %s (%s) for %s", self.worker_id, self.settings.name, self.settings.job_types)
@@ -164,15 +159,15 @@ class Worker:
                 log.info("idle for %.0f s; exiting", self.settings.idle_timeout_s)
                 return
 
-    def _claim(self, max_jobs: int) -> list[dict[str, Any]] | None:
+    def _claim(self, max_jobs: int) -> list[protocol.ClaimedJob] | None:
         """One claim, carrying the reports waiting; its jobs, or None if it failed."""
         batch = self.outbox.take(for_claim=True)
+        body = protocol.Claim(max_jobs=max_jobs, wait_s=self.settings.claim_wait_s, results=[p.report for p in batch])
         try:
-            data = self.client.post(
-                f"/api/workers/{self.worker_id}/claim",
-                {"max_jobs": max_jobs, "wait_s": self.settings.claim_wait_s, "results": [p.report for p in batch]},
+            answer = _answer(protocol.ClaimAnswer, self.client.post(
+                f"/api/workers/{self.worker_id}/claim", protocol.dump(body),
                 timeout=self.settings.claim_wait_s + self.settings.http_timeout_s,
-            )
+            ))
         except ApiRejected as exc:
             if exc.status in WORKER_GONE:
                 self.outbox.give_back(batch)
@@ -195,10 +190,10 @@ class Worker:
             self.outbox.give_back(batch)
             raise
         self._claim_backoff.reset()
-        self.outbox.settle(batch, data.get("results", []))
-        if data.get("drain"):
+        self.outbox.settle(batch, answer.results)
+        if answer.drain:
             self.draining.set()
-        return list(data.get("jobs", []))
+        return answer.jobs
 
     def _shutdown(self) -> None:
         """Finish or release the running jobs, send every report, deregister.
@@ -231,7 +226,8 @@ class Worker:
         if unfinished:
             try:
                 self.client.post(f"/api/workers/{self.worker_id}/release",
-                                 {"jobs": [{"job_id": j, "attempt": a} for j, a in unfinished]}, retry_for_s=10)
+                                 protocol.dump(protocol.Release(jobs=[protocol.RunningJob(job_id=j, attempt=a)
+                                                                      for j, a in unfinished])), retry_for_s=10)
             except ApiError:
                 log.warning("could not release %s; their leases will lapse", unfinished)
         try:
@@ -245,19 +241,19 @@ class Worker:
 
     # -- executing ---------------------------------------------------------------------
 
-    def _start(self, job: dict[str, Any]) -> None:
-        lease = Lease(job_id=job["job_id"], attempt=job["attempt"])
+    def _start(self, job: protocol.ClaimedJob) -> None:
+        lease = Lease(job_id=job.job_id, attempt=job.attempt)
         with self._lock:
             self._leases[(lease.job_id, lease.attempt)] = lease
             self._busy += 1
         self._pool.submit(self._execute, job, lease)
 
-    def _execute(self, job: dict[str, Any], lease: Lease) -> None:
+    def _execute(self, job: protocol.ClaimedJob, lease: Lease) -> None:
         # Made only when something is written to it (inputs, outputs): most jobs of a busy fleet of
         # small jobs touch no file at all.
         workdir = self.settings.work_dir / f"job-{lease.job_id}-{lease.attempt}-{secrets.token_hex(4)}"
         outcome = failure("WORKER_STOPPED", "the worker stopped")  # kept only if a BaseException escapes
-        files: tuple[str, list[dict[str, Any]]] | None = None
+        files: tuple[str, list[protocol.ReportedFile]] | None = None
         try:
             outcome = self._attempt(job, lease, workdir)
             if outcome.status == "SUCCEEDED" and outcome.outputs:
@@ -281,10 +277,10 @@ class Worker:
             self._slot_freed.set()
         # Successes at DEBUG: at thousands of small jobs a second, a line each costs 40 % of the
         # worker's CPU per job (measured); failures and cancellations stay visible.
-        log.log(logging.DEBUG if report["status"] == "SUCCEEDED" else logging.INFO, "job %s attempt %s: %s",
-                lease.job_id, lease.attempt, report["status"], extra={"job_id": lease.job_id, "attempt": lease.attempt})
+        log.log(logging.DEBUG if report.status == "SUCCEEDED" else logging.INFO, "job %s attempt %s: %s",
+                lease.job_id, lease.attempt, report.status, extra={"job_id": lease.job_id, "attempt": lease.attempt})
 
-    def _attempt(self, job: dict[str, Any], lease: Lease, workdir: Path) -> Outcome:
+    def _attempt(self, job: protocol.ClaimedJob, lease: Lease, workdir: Path) -> Outcome:
         """Fetch the inputs into ``workdir`` and run the handler in a child; outputs land in ``workdir/out``."""
         try:
             inputs = self.fetcher.fetch_all(job, workdir)
@@ -292,36 +288,39 @@ class Worker:
             return failure("PERMANENT_ERROR", str(exc), permanent=True)
         if lease.cancel_event.is_set():
             return Outcome("CANCELLED")
-        task = Task(lease.job_id, lease.attempt, job["type"], job["input_payload"], inputs,
+        task = Task(lease.job_id, lease.attempt, job.type, job.input_payload, inputs,
                     str(workdir / "out"), self.settings.memory_budget_mb * 2**20)
 
         def on_progress(progress: dict[str, Any]) -> None:
             lease.progress = progress
 
-        return self.executor.run(task, on_progress, lease.cancel_event, float(job.get("timeout_s") or 0),
+        return self.executor.run(task, on_progress, lease.cancel_event, job.timeout_s,
                                  self.settings.cancel_grace_s)
 
     # -- reports and heartbeats ---------------------------------------------------------
 
-    def _post_results(self, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _post_results(self, reports: list[protocol.Report]) -> list[protocol.Outcome]:
         """Send reports by the results endpoint; the API's outcomes (none accepted on a 404 or 409)."""
         retry_for_s = self.settings.stop_grace_s if self.stopping.is_set() else None
         try:
-            data = self.client.post(f"/api/workers/{self.worker_id}/results", {"results": reports},
-                                    retry_for_s=retry_for_s)
+            data = self.client.post(f"/api/workers/{self.worker_id}/results",
+                                    protocol.dump(protocol.Results(results=reports)), retry_for_s=retry_for_s)
         except ApiRejected as exc:
             if exc.status not in WORKER_GONE:
                 raise
             if exc.code == "WORKER_GONE" or exc.status == 404:  # the API no longer knows this worker
                 self._lost.set()
-            return list(exc.details.get("results") or [])
-        return list(data.get("results", []))
+            try:  # a 409 for stale attempts lists their outcomes
+                return _answer(protocol.ResultsAnswer, {"results": exc.details.get("results") or []}).results
+            except ApiRejected:
+                return []
+        return _answer(protocol.ResultsAnswer, data).results
 
-    def _forget(self, reports: list[dict[str, Any]]) -> None:
+    def _forget(self, reports: list[protocol.Report]) -> None:
         """These reports are done with (accepted, stale or dropped): stop heartbeating their leases."""
         with self._lock:
             for report in reports:
-                self._leases.pop((report["job_id"], report["attempt"]), None)
+                self._leases.pop((report.job_id, report.attempt), None)
 
     def _heartbeat_loop(self) -> None:
         """Extend the leases of running jobs and of finished ones not yet reported, whatever fails."""
@@ -342,20 +341,22 @@ class Worker:
 
     def _heartbeat(self) -> None:
         with self._lock:
-            running = [{"job_id": j, "attempt": a, "progress": c.progress} for (j, a), c in self._leases.items()]
+            running = [protocol.RunningJob(job_id=j, attempt=a, progress=_progress(c.progress))
+                       for (j, a), c in self._leases.items()]
         if not running:
             # Idle: the open claim shows the API this worker is alive, and a drain answers it
             # at once. A fleet of idle workers costs the API one claim each per wait, no more.
             return
-        data = self.client.post(f"/api/workers/{self.worker_id}/heartbeat", {"jobs": running},
-                                retry_for_s=self.heartbeat_interval_s)
-        if data.get("drain"):
+        answer = _answer(protocol.HeartbeatAnswer, self.client.post(
+            f"/api/workers/{self.worker_id}/heartbeat", protocol.dump(protocol.Heartbeat(jobs=running)),
+            retry_for_s=self.heartbeat_interval_s))
+        if answer.drain:
             self.draining.set()
-        for stop in data.get("stop", []):
-            lease = self._leases.get((stop["job_id"], stop["attempt"]))
+        for stop in answer.stop:
+            lease = self._leases.get((stop.job_id, stop.attempt))
             # A finished attempt shows as "lost" once its report landed: nothing to stop.
             if lease is not None and not lease.finished:
-                log.info("stopping job %s attempt %s (%s)", stop["job_id"], stop["attempt"], stop["reason"])
+                log.info("stopping job %s attempt %s (%s)", stop.job_id, stop.attempt, stop.reason)
                 lease.cancel_event.set()
 
     def _refused(self, exc: CredentialsRefused) -> None:
@@ -365,6 +366,26 @@ class Worker:
         if first:
             log.error("%s; exiting", exc)
         self.stopping.set()
+
+
+M = TypeVar("M", bound=protocol.Answer)
+
+
+def _answer(kind: type[M], data: Any) -> M:
+    """An answer of the API as the message it should be; one that is not is the API's error
+    (a 500 in effect: ApiRejected, handled like any refused request)."""
+    try:
+        return protocol.read(kind, data)
+    except protocol.ProtocolError as exc:
+        raise ApiRejected(500, "BAD_ANSWER", f"the API's answer is not a {kind.__name__}: {exc}") from None
+
+
+def _progress(progress: dict[str, Any] | None) -> protocol.Progress | None:
+    """The handler's latest progress (``JobContext.progress``) as the heartbeat carries it."""
+    if not progress:
+        return None
+    return protocol.Progress(percent=progress.get("percent"), stage=progress.get("stage"),
+                             message=progress.get("message"))
 
 
 def main_loop(settings: WorkerSettings) -> int:

@@ -15,7 +15,15 @@ from sqlalchemy import Connection, text
 from api.context import AppContext
 from api.errors import NotFound, StaleAttempt, WorkerGone
 from api.files.service import input_files_of_jobs
-from api.queue.leases import ClaimedJob, Report, ReportOutcome, claim_jobs, next_due_at, report_attempts
+from api.queue.leases import (
+    ClaimedJob,
+    Report,
+    ReportOutcome,
+    claim_jobs,
+    next_due_at,
+    release_attempts,
+    report_attempts,
+)
 from api.queue.wakeup import FAN_OUT, Waiter
 from jobtypes import CATALOGUE, protocol
 
@@ -47,15 +55,17 @@ def register_worker(conn: Connection, user_id: int, body: protocol.Register) -> 
     return dict(row)
 
 
-_TOUCH = text("""
-    UPDATE workers SET last_heartbeat_at = now()
-    WHERE id = :worker_id AND user_id = :user_id
-    RETURNING id, job_types, draining, stopped_at
-""")
 
 _CHECK = text("""
     SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
 """)
+_CHECK_SEEN = text("""
+    SELECT id, job_types, draining, stopped_at, extract(epoch FROM now() - last_heartbeat_at)::float8 AS silent_s
+    FROM workers WHERE id = :worker_id AND user_id = :user_id
+""")
+#: A heartbeat records the worker as seen when the last record is older than this: well inside
+#: ``Settings.worker_lost_after_s``, and a busy fleet's heartbeats do not each rewrite its row.
+SEEN_EVERY_S = 10.0
 
 # A claim holds a lock on its worker's row (share, or no-key update) until it commits, and a
 # drain (api/fleet) takes the row's update lock before it looks for running jobs: so either the claim sees
@@ -77,13 +87,13 @@ def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool
                  claiming: bool = False, seen_every_s: float | None = None) -> WorkerRow:
     """The caller's worker; 404 unless it is this service account's, 409 if it was stopped.
 
-    A heartbeat records that the worker is alive (``last_heartbeat_at``); so does a claim
-    given ``seen_every_s``, when the last record is older than that (an idle worker sends
-    only claims; a busy one heartbeats anyway, so its claims write nothing). ``claiming``
+    A heartbeat records that the worker is alive (``last_heartbeat_at``) when the last record
+    is older than :data:`SEEN_EVERY_S`; so does a claim given ``seen_every_s`` (an idle worker
+    sends only claims; a busy one heartbeats anyway, so its claims write nothing). ``claiming``
     locks the row for the rest of the transaction (see ``_CHECK_FOR_CLAIM``).
     """
     if heartbeat:
-        statement = _TOUCH
+        statement, seen_every_s = _CHECK_SEEN, SEEN_EVERY_S
     elif claiming:
         statement = _CHECK_FOR_CLAIM_SHARED if seen_every_s is None else _CHECK_FOR_CLAIM_SEEN
     else:
@@ -188,6 +198,11 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
             if worker.draining or not claim_types:
                 return ClaimAnswer([], worker.draining, reported)
             if jobs:
+                if client_gone():
+                    # The worker gave up on this request (its timeout, or it died) while the claim
+                    # ran: nobody would run these jobs until their leases lapsed. Hand them back.
+                    _give_back(c, worker_id, jobs)
+                    return ClaimAnswer([], False, reported)
                 if due_turn and len(jobs) >= limit:  # more may have fallen due at once
                     for job_type in {j.type for j in jobs}:
                         c.hub.wake(job_type, FAN_OUT)
@@ -202,6 +217,12 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
     finally:
         if waiter is not None:
             c.hub.leave(waiter)
+
+
+def _give_back(c: AppContext, worker_id: int, jobs: list[ClaimedJob]) -> None:
+    """Release jobs claimed for a client that is gone (not counted as attempts)."""
+    with c.claim_transaction() as conn:
+        release_attempts(conn, worker_id, [(j.job_id, j.attempt) for j in jobs])
 
 
 def _lapsed_since(worker: WorkerRow, started_at: dt.datetime | None) -> bool:

@@ -139,3 +139,23 @@ def test_heartbeats_do_not_queue_behind_claims(app, alice, worker_account):
             context.claim_slots.release()
     waiting.join(5)
     assert out and out[0][1] == []
+
+
+def test_jobs_claimed_for_a_client_that_hung_up_meanwhile_go_back_at_once(app, alice, worker_account, engine):
+    """A worker whose request timed out (or who died) while its claim ran gets nothing: the
+    jobs are released at once (not counted as an attempt) instead of waiting out a lease."""
+    from api.workers.service import long_poll_claim
+    from tests.helpers import job_row
+
+    context = app.extensions[EXTENSION_KEY]
+    wid = register(worker_account)
+    job = submit(alice, "noop", {"tag": "hung-up"})
+    answers = iter([False])  # still there when the claim starts, gone when it has jobs to hand over
+    with app.app_context():
+        answer = long_poll_claim(context, wid, worker_account.user_id, None, 5, 0.0,
+                                 client_gone=lambda: next(answers, True))
+    assert answer.jobs == []
+    row = job_row(engine, job["id"])
+    assert (row["status"], row["max_attempts"] - row["attempt"]) == ("PENDING", 3)  # the attempt was given back
+    (again,) = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1}).json["data"]["jobs"]
+    assert again["job_id"] == job["id"]

@@ -9,10 +9,11 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
+from jobtypes import protocol
 from storage import LocalStorage
 from storage.netguard import AddressGuard
 from worker.ecs import task_identity
@@ -45,8 +46,11 @@ def web() -> Iterator[str]:
     server.server_close()
 
 
-def _job(payload: dict[str, object], input_files: list[dict[str, object]] | None = None) -> dict[str, object]:
-    return {"type": "test.inputs", "input_payload": payload, "input_files": input_files or []}
+def _job(payload: dict[str, Any], input_files: list[dict[str, Any]] | None = None) -> protocol.ClaimedJob:
+    return protocol.read(protocol.ClaimedJob, {
+        "job_id": 1, "assignment_id": 1, "type": "test.inputs", "attempt": 1, "max_attempts": 3,
+        "input_payload": payload, "lease_expires_at": "2026-12-04T00:00:00Z", "timeout_s": 0.0,
+        "input_files": input_files or []})
 
 
 @pytest.fixture(autouse=True)
@@ -116,9 +120,9 @@ def test_outputs_go_under_the_attempts_prefix_with_sizes_and_checksums(tmp_path:
     out.write_text("# %ECSV 1.0\nx y\n1 2\n")
     prefix, files = upload_outputs(storage, 12, 3, [("catalogue.ecsv", str(out), None)])
     assert prefix == "jobs/12/attempt-3"
-    assert files == [{"key": "jobs/12/attempt-3/catalogue.ecsv", "name": "catalogue.ecsv", "size": out.stat().st_size,
-                      "sha256": files[0]["sha256"], "content_type": "text/plain"}]
-    assert files[0]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert [protocol.dump(f) for f in files] == [
+        {"key": "jobs/12/attempt-3/catalogue.ecsv", "size": out.stat().st_size, "name": "catalogue.ecsv",
+         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "content_type": "text/plain"}]
 
 
 def test_ecs_identity_from_the_task_metadata_endpoint(web: str):

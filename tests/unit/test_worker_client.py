@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from jobtypes import protocol
 from worker.client import (
     RETRY_AFTER_CAP_S,
     ApiClient,
@@ -243,35 +244,35 @@ def test_backoff_doubles_with_jitter_up_to_its_cap():
 # -- the outbox ----------------------------------------------------------------------
 
 
-def _report(job_id: int) -> dict[str, Any]:
-    return {"job_id": job_id, "attempt": 1, "status": "SUCCEEDED"}
+def _report(job_id: int) -> protocol.Report:
+    return protocol.Report(job_id=job_id, attempt=1, status="SUCCEEDED")
 
 
 class FakeResults:
     """The results endpoint: fails on batches holding ``poison``; otherwise accepts everything."""
 
-    def __init__(self, fail: Callable[[list[dict[str, Any]]], Exception | None]) -> None:
+    def __init__(self, fail: Callable[[list[protocol.Report]], Exception | None]) -> None:
         self.fail = fail
         self.batches: list[list[int]] = []
 
-    def __call__(self, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.batches.append([r["job_id"] for r in reports])
+    def __call__(self, reports: list[protocol.Report]) -> list[protocol.Outcome]:
+        self.batches.append([r.job_id for r in reports])
         error = self.fail(reports)
         if error is not None:
             raise error
-        return [{"job_id": r["job_id"], "attempt": r["attempt"], "accepted": True} for r in reports]
+        return [protocol.Outcome(job_id=r.job_id, attempt=r.attempt, accepted=True) for r in reports]
 
 
 def _outbox(send: FakeResults) -> tuple[Outbox, list[int]]:
     forgotten: list[int] = []
-    outbox = Outbox(send, lambda reports: forgotten.extend(r["job_id"] for r in reports), batch_size=500,
+    outbox = Outbox(send, lambda reports: forgotten.extend(r.job_id for r in reports), batch_size=500,
                     backoff_base_s=0.0)
     return outbox, forgotten
 
 
 def test_the_report_the_api_fails_on_is_isolated_and_dropped(caplog: pytest.LogCaptureFixture):
     send = FakeResults(lambda reports: ApiRejected(500, "INTERNAL_ERROR", "boom")
-                       if any(r["job_id"] == 5 for r in reports) else None)
+                       if any(r.job_id == 5 for r in reports) else None)
     outbox, forgotten = _outbox(send)
     for job_id in range(1, 9):
         outbox.put(_report(job_id))
@@ -289,7 +290,7 @@ def test_an_outage_keeps_every_report():
     outbox.put(_report(2))
     assert outbox.deliver(outbox.take()) is False
     assert forgotten == [] and not outbox.idle()
-    assert [p.report["job_id"] for p in outbox.take()] == [1, 2]
+    assert [p.report.job_id for p in outbox.take()] == [1, 2]
 
 
 def test_a_refused_worker_drops_nothing():
@@ -304,13 +305,13 @@ def test_reports_a_claim_failed_with_go_apart():
     outbox.put(_report(1))
     outbox.give_back(outbox.take(for_claim=True), suspect=True)
     outbox.put(_report(2))
-    assert [p.report["job_id"] for p in outbox.take(for_claim=True)] == [2]
-    assert [p.report["job_id"] for p in outbox.take()] == [1]
+    assert [p.report.job_id for p in outbox.take(for_claim=True)] == [2]
+    assert [p.report.job_id for p in outbox.take()] == [1]
 
 
 def test_stale_reports_are_done_with(caplog: pytest.LogCaptureFixture):
     outbox, forgotten = _outbox(FakeResults(lambda reports: None))
     outbox.put(_report(1))
-    outbox.settle(outbox.take(), [{"job_id": 1, "attempt": 1, "accepted": False}])
+    outbox.settle(outbox.take(), [protocol.Outcome(job_id=1, attempt=1, accepted=False)])
     assert forgotten == [1] and outbox.idle()
     assert "was not accepted (stale)" in caplog.text
