@@ -111,10 +111,16 @@ _LEASES_LOST = f"""
     SELECT count(*) FROM job_assignments a JOIN jobs j ON j.id = a.job_id
     WHERE a.outcome = 'EXPIRED' AND j.{_TAGGED}
 """
+# Handed to a worker more than once. A claim whose client had hung up by the time it had jobs
+# (its timeout ran out under load) releases them at once (RELEASED, never run): not counted.
 _RUN_TWICE = f"""
     SELECT count(*) FROM (
         SELECT a.job_id FROM job_assignments a JOIN jobs j ON j.id = a.job_id
-        WHERE j.{_TAGGED} GROUP BY a.job_id HAVING count(*) > 1) t
+        WHERE j.{_TAGGED} AND a.outcome IS DISTINCT FROM 'RELEASED' GROUP BY a.job_id HAVING count(*) > 1) t
+"""
+_RELEASED = f"""
+    SELECT count(*) FROM job_assignments a JOIN jobs j ON j.id = a.job_id
+    WHERE a.outcome = 'RELEASED' AND j.{_TAGGED}
 """
 _PICKUP_MS = f"""
     SELECT extract(epoch FROM started_at - greatest(created_at, run_after)) * 1000
@@ -327,6 +333,7 @@ def run_burst(fleet: Fleet, api: Api, swarm: list[subprocess.Popen[bytes]], opts
             "span_s": float(span_s) if span_s is not None else None,
             "leases_lost": int(fleet.sql().value(_LEASES_LOST, tag)),
             "run_more_than_once": int(fleet.sql().value(_RUN_TWICE, tag)),
+            "released_unrun": int(fleet.sql().value(_RELEASED, tag)),
             "pickup_ms": pickup_ms}
     return Phase(Window(start, time.time()), cpu, data)
 
@@ -454,6 +461,7 @@ def burst_figures(result: ScenarioResult, records: dict[str, Any], burst: Phase)
         figure("scale", "burst: leases lost (EXPIRED)", data["leases_lost"], "leases", Target("<=", 0)),
         figure("scale", "burst: jobs run more than once", data["run_more_than_once"], "jobs", Target("<=", 0),
                ran_twice_by_swarm=twice_by_swarm, stale_reports=records["stale_reports"]),
+        figure("scale", "burst: claims released unrun (client gone)", data["released_unrun"], "jobs"),
     ]
     result.figures += latency_figures("burst: pickup", pickup_ms)[:2]
     data["pickup_ms"] = {"p50": percentile(pickup_ms, 50) if pickup_ms else None,

@@ -8,18 +8,28 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, g
-from flask_jwt_extended import JWTManager, create_access_token, get_current_user, verify_jwt_in_request
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    get_current_user,
+    get_jwt,
+    verify_jwt_in_request,
+)
 
 from api.auth import identity_cache
 from api.auth.models import Role
 from api.auth.service import Identity, active_identity
+from api.auth.token_cache import VerifiedTokens
 from api.config import Settings, public_key_pem
 from api.context import ctx
 from api.envelope import error_response
 from api.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Where the app's :class:`VerifiedTokens` live in ``app.extensions``.
+TOKENS_KEY = "skyfleet_verified_tokens"
 
 #: Marker read by the OpenAPI spec: endpoints behind a role need a bearer token.
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -46,6 +56,7 @@ def init_jwt(app: Flask, settings: Settings) -> None:
     app.config["JWT_TOKEN_LOCATION"] = ["headers"]
     jwt = JWTManager(app)
     identity_cache.install(app)
+    app.extensions[TOKENS_KEY] = VerifiedTokens()
 
     # Every token problem renders as our 401 envelope.
     def reject(message: str) -> Any:
@@ -102,8 +113,7 @@ def require_roles(*roles: Role) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            verify_jwt_in_request()
-            identity: Identity = get_current_user()
+            identity = _authenticate()
             if not identity.roles & allowed:
                 raise Forbidden(f"this endpoint needs one of the roles {sorted(allowed)}")
             g.caller = Caller(identity.user_id, identity.roles)
@@ -112,6 +122,27 @@ def require_roles(*roles: Role) -> Callable[[F], F]:
         return guarded  # type: ignore[return-value]
 
     return decorate
+
+
+def _authenticate() -> Identity:
+    """The request's account: from a token this process verified before (see
+    :mod:`api.auth.token_cache`), else verified now by flask-jwt-extended and remembered."""
+    verified: VerifiedTokens = current_app.extensions[TOKENS_KEY]
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header[:7].lower() == "bearer " else ""
+    user_id = verified.user_of(token) if token else None
+    if user_id is not None:
+        identity = identity_cache.identity_cache().get(user_id, _read_identity)
+        if identity is None:
+            raise Unauthorized("account disabled or removed")
+        g.skyfleet_identity = identity
+        return identity
+    verify_jwt_in_request()
+    checked: Identity = get_current_user()
+    claims = get_jwt()
+    if token and claims.get("type") == "access" and isinstance(claims.get("exp"), int | float):
+        verified.remember(token, checked.user_id, float(claims["exp"]))
+    return checked
 
 
 def caller() -> Caller:

@@ -90,23 +90,3 @@ def delete_file(conn: Connection, who: Caller, file_id: int) -> str:
                        details={"job_ids": list(active)})
     conn.execute(text("DELETE FROM files WHERE id = :id"), {"id": file_id})
     return str(row[0])
-
-
-def input_files_of_jobs(conn: Connection, job_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Per job, the uploaded files it reads (``file_id`` → ``key``), for the worker that claimed it.
-
-    Workers never see the database, so a claim carries where each referenced upload is stored.
-    """
-    if not job_ids:
-        return {}
-    rows = conn.execute(text("""
-        SELECT jf.job_id, f.id AS file_id, f.storage_key AS key, f.size, f.name
-        FROM job_files jf JOIN files f ON f.id = jf.file_id
-        WHERE jf.job_id = ANY(CAST(:ids AS bigint[]))
-        ORDER BY jf.job_id, f.id
-    """), {"ids": job_ids}).mappings()
-    found: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
-        found.setdefault(row["job_id"], []).append(
-            {"file_id": row["file_id"], "key": row["key"], "size": row["size"], "name": row["name"]})
-    return found

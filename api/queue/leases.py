@@ -82,7 +82,12 @@ _CLAIM = text("""
         SELECT id, :worker_id, attempt, now() + make_interval(secs => :lease_s), now() FROM claimed
         RETURNING id, job_id, expires_at
     )
-    SELECT c.id, l.id, c.type, c.attempt, c.max_attempts, c.input_payload, l.expires_at, c.waited_s
+    SELECT c.id, l.id, c.type, c.attempt, c.max_attempts, c.input_payload, l.expires_at, c.waited_s,
+           -- The uploaded files the job reads, and where they are stored (workers never see the
+           -- database), in the same round trip.
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('file_id', f.id, 'key', f.storage_key, 'size', f.size,
+                                                         'name', f.name) ORDER BY f.id), '[]'::jsonb)
+            FROM job_files jf JOIN files f ON f.id = jf.file_id WHERE jf.job_id = c.id) AS input_files
     FROM claimed c JOIN leased l ON l.job_id = c.id
     ORDER BY c.priority, c.run_after, c.id
 """)

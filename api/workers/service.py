@@ -6,7 +6,7 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -14,7 +14,6 @@ from sqlalchemy import Connection, text
 
 from api.context import AppContext
 from api.errors import NotFound, StaleAttempt, WorkerGone
-from api.files.service import input_files_of_jobs
 from api.queue.leases import (
     ClaimedJob,
     Report,
@@ -186,10 +185,7 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
                 if claim_types and not worker.draining and not _lapsed_since(worker, started_at) and not client_gone():
                     waiter.clear()
                     jobs = claim_jobs(conn, worker_id, claim_types, limit, settings.lease_s)
-                    if jobs:
-                        files = input_files_of_jobs(conn, [j.job_id for j in jobs])
-                        jobs = [replace(j, input_files=files.get(j.job_id, [])) for j in jobs]
-                    elif deadline > time.monotonic():
+                    if not jobs and deadline > time.monotonic():
                         due_at = next_due_at(conn, claim_types)
             if announce:  # once, after the commit that recorded the reports
                 announce = False
