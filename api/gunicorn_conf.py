@@ -30,9 +30,10 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("SKYFLEET_WEB_WORKERS", "2"))
 worker_connections = int(os.environ.get("SKYFLEET_WEB_CONNECTIONS", "2000"))
-# Longer than an ALB's idle timeout (60 s by default): the balancer, not the API, closes idle
-# keep-alive connections, so it never sends a request on a connection the API just closed.
-keepalive = 75
+# Longer than the ALB's idle timeout (120 s in infra/, 60 s by AWS's default): the balancer, not
+# the API, closes idle keep-alive connections, so it never sends a request on a connection the
+# API has just closed (a 502). On SIGTERM idle connections are closed at once (api/serving.py).
+keepalive = 130
 timeout = 60
 graceful_timeout = 10
 accesslog = os.environ.get("SKYFLEET_ACCESS_LOG") or None
