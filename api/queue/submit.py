@@ -135,8 +135,9 @@ def notify_workers(conn: Connection, worker_ids: Iterable[int]) -> None:
 def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Submitted]:
     """Submit jobs in one transaction; return one :class:`Submitted` per input, in order.
 
-    Wakes long-polling claimers with one NOTIFY per job type that got due jobs, carrying
-    how many, so that many parked claims wake and no more.
+    Wakes long-polling claimers with one NOTIFY per job type, carrying how many of its jobs
+    are due, so that many parked claims wake and no more; for a type that got only scheduled
+    jobs, one (it learns when the first is due and waits for it).
     """
     keys = [job.key for job in jobs]
     resolved: dict[tuple[str, str], tuple[int, str]] = {}
@@ -154,8 +155,7 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
         inserted = conn.execute(_INSERT_JOBS, _insert_params(user_id, todo)).all()
         for t, h, job_id, is_due in inserted:
             resolved[(t, h)] = (job_id, "created")
-            if is_due:
-                due[t] += 1
+            due[t] += 1 if is_due else 0
         missing = [job.key for job in todo if job.key not in resolved]
         if missing:
             rows = conn.execute(_FIND_ACTIVE, _key_params(missing) | {"user_id": user_id}).all()
@@ -177,7 +177,7 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
     }).scalars().all()
     if any(j.callback_url for j in jobs) and "cached" in origins:
         conn.execute(_CALLBACKS_FOR_FINISHED, {"request_ids": list(request_ids)})
-    notify_arrivals(conn, due)
+    notify_arrivals(conn, {t: max(n, 1) for t, n in due.items()})
     return [Submitted(j, r, o) for j, r, o in zip(job_ids, request_ids, origins, strict=True)]
 
 

@@ -54,7 +54,6 @@ def register_worker(conn: Connection, user_id: int, body: protocol.Register) -> 
     return dict(row)
 
 
-
 _CHECK = text("""
     SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
 """)
@@ -87,8 +86,8 @@ def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool
     """The caller's worker; 404 unless it is this service account's, 409 if it was stopped.
 
     A heartbeat records that the worker is alive (``last_heartbeat_at``) when the last record
-    is older than :data:`SEEN_EVERY_S`; so does a claim given ``seen_every_s`` (an idle worker
-    sends only claims; a busy one heartbeats anyway, so its claims write nothing). ``claiming``
+    is older than :data:`SEEN_EVERY_S`; so does the first pass of a claim (given
+    ``seen_every_s``): an idle worker sends only claims. ``claiming``
     locks the row for the rest of the transaction (see ``_CHECK_FOR_CLAIM``).
     """
     if heartbeat:
@@ -171,8 +170,8 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
         while True:
             with c.claim_transaction() as conn:
                 # Every pass re-reads the worker: one drained while it waited must not get work.
-                worker = touch_worker(conn, worker_id, user_id, claiming=True, seen_every_s=(
-                    settings.heartbeat_interval_s if waiter is None else None))
+                worker = touch_worker(conn, worker_id, user_id, claiming=True,
+                                      seen_every_s=SEEN_EVERY_S if waiter is None else None)
                 if waiter is None:
                     started_at = worker.read_at
                     if reports:

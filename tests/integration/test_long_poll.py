@@ -159,3 +159,17 @@ def test_jobs_claimed_for_a_client_that_hung_up_meanwhile_go_back_at_once(app, a
     assert (row["status"], row["max_attempts"] - row["attempt"]) == ("PENDING", 3)  # the attempt was given back
     (again,) = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1}).json["data"]["jobs"]
     assert again["job_id"] == job["id"]
+
+
+def test_a_job_scheduled_while_claims_are_parked_is_claimed_when_due(app, alice, worker_account):
+    _listening(app)
+    wid = register(worker_account)
+    out: list = []
+    thread = _claim_in_thread(worker_account, wid, 10.0, out)
+    time.sleep(0.5)  # parked, with nothing scheduled yet
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)
+    job = submit(alice, "noop", {"tag": "scheduled-later"}, run_after=due.isoformat())
+    thread.join(15)
+    elapsed, jobs = out[0]
+    assert [j["job_id"] for j in jobs] == [job["id"]]
+    assert 1.5 <= elapsed < 5.0, "claimed when due, not when the claim's wait ran out"
