@@ -195,11 +195,13 @@ def create_app(settings: Settings) -> Flask:
 
 def quiesce(app: Flask) -> None:
     """The process is stopping (SIGTERM): stop rescuing and pruning here (another process or
-    replica takes the maintenance lock over), and answer every parked claim now, so the
-    requests in flight end well within gunicorn's graceful timeout."""
+    replica takes the maintenance lock over), answer every parked claim now and end the event
+    streams (their clients reconnect), so the requests in flight end well within gunicorn's
+    graceful timeout."""
     runner = app.extensions.get("skyfleet.maintenance")
     if runner is not None:
         runner.stop()
     context: AppContext = app.extensions[EXTENSION_KEY]
     context.hub.close()
+    context.listener.events.wake_all()  # event streams end too (their clients reconnect elsewhere)
     context.listener.stop()

@@ -11,6 +11,7 @@ requests in flight run to their end, and their responses close their connections
 
 from __future__ import annotations
 
+import _socket
 import signal
 import socket
 from typing import Any
@@ -26,11 +27,23 @@ class Connections:
         """Shut the connections waiting for their next request; how many."""
         idle = [conn for conn, busy in list(self.busy.items()) if not busy]
         for conn in idle:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            shut(conn)
         return len(idle)
+
+
+def shut(conn: socket.socket) -> None:
+    """Shut a connection down at the kernel: the greenlet reading it sees the end of the stream
+    and its handler returns quietly (gevent's own ``shutdown`` would interrupt it with an error)."""
+    try:
+        raw = _socket.socket(fileno=conn.fileno())
+    except OSError:
+        return
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        raw.detach()
 
 
 def install(worker: Any, quiesce: Any) -> Connections:
@@ -54,8 +67,8 @@ def install(worker: Any, quiesce: Any) -> Connections:
         finally:
             if sock in connections.busy:
                 connections.busy[sock] = False
-                if not worker.alive:  # stopping: this connection is done (its response closed it)
-                    connections.busy.pop(sock, None)
+                if not worker.alive:  # stopping: this connection has served its last request
+                    shut(sock)
 
     worker.handle, worker.handle_request = tracked_handle, tracked_request
     stop_serving = worker.handle_exit

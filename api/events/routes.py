@@ -127,7 +127,7 @@ class JobEvents(MethodView):
         stream = EventStream(
             job, partial(read_job, context.transaction, who, job_id), subscription,
             StreamConfig(keepalive_s=settings.event_keepalive_s, max_s=settings.event_stream_max_s),
-            on_close,
+            on_close, stopping=lambda: context.hub.closed,
         )
         return Response(stream, mimetype="text/event-stream", headers={
             "Cache-Control": "no-cache",

@@ -60,6 +60,7 @@ FINAL_EVENTS: dict[str, str] = {
 
 KEEPALIVE = b": keepalive\n\n"
 _TIME_LIMIT = b": time limit reached; reconnect for a fresh snapshot\n\n"
+_STOPPING = b": this server is stopping; reconnect for a fresh snapshot\n\n"
 
 _JOB_SCHEMA = JobSchema()
 
@@ -171,9 +172,10 @@ class EventStream:
 
     def __init__(self, job: Job, read: Callable[[], Job | None], subscription: Subscription,
                  config: StreamConfig, on_close: Callable[[], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, stopping: Callable[[], bool] = lambda: False) -> None:
         self._on_close: Callable[[], None] | None = on_close
         self._lock = threading.Lock()
+        self._stopping = stopping
         self._messages = self._run(job, read, subscription, config, clock)
         # Run up to the snapshot now: a generator that never started ignores close() and
         # would skip its `finally`; from here on, closing or collecting it releases.
@@ -221,6 +223,9 @@ class EventStream:
                 # Woken by a NOTIFY for this job, or at the keepalive: a lost notification
                 # (LISTEN connection down) delays an event by one interval at most.
                 subscription.wait(min(deadline - now, max(0.0, last_sent + keepalive_s - now)))
+                if self._stopping():  # this API process is shutting down (SIGTERM)
+                    yield _STOPPING
+                    return
                 current = read()
                 if current is None:
                     return

@@ -143,3 +143,35 @@ def _most_connections(fleet: Fleet) -> int:
         return int(conn.execute(text("""SELECT count(*) FROM pg_stat_activity
                                          WHERE datname = current_database() AND backend_type = 'client backend'"""))
                    .scalar_one())
+
+
+def test_sigterm_answers_parked_claims_and_streams_and_the_api_stops_at_once(fleet: Fleet):
+    """A stopping API (a deploy, a scale-in) does not sit out gunicorn's graceful timeout on its
+    long polls, event streams and idle keep-alive connections: it answers them and exits."""
+    login = requests.post(f"{fleet.url}/api/auth/login", json={"email": WORKER_EMAIL, "password": PASSWORD},
+                          timeout=10)
+    worker_headers = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+    session = requests.Session()  # its connection stays open, idle, after the registration
+    worker_id = session.post(f"{fleet.url}/api/workers", headers=worker_headers, timeout=10,
+                             json={"name": "parked", "job_types": ["noop"]}).json()["data"]["id"]
+    job = fleet.submit("sleep", {"seconds": 30, "tag": "followed"})  # no worker runs sleep jobs here
+    stream = requests.get(f"{fleet.url}/api/jobs/{job['id']}/events", headers=fleet.headers(), stream=True,
+                          timeout=30)
+    lines = stream.iter_lines()
+    assert next(line for line in lines if line.startswith(b"event:")) == b"event: snapshot"
+    answered: list[Any] = []
+    claim = threading.Thread(target=lambda: answered.append(requests.post(
+        f"{fleet.url}/api/workers/{worker_id}/claim", headers=worker_headers, timeout=40,
+        json={"max_jobs": 1, "wait_s": 30})))
+    claim.start()
+    time.sleep(1.0)  # parked
+
+    started = time.monotonic()
+    fleet.api.terminate()
+    claim.join(10)
+    assert answered and answered[0].status_code == 200 and answered[0].json()["data"]["jobs"] == []
+    rest = list(lines)  # the stream ends (the server closes it) rather than waiting out its keepalive
+    assert any(b"stopping" in line for line in rest), rest
+    assert fleet.api.wait(8) == 0
+    assert time.monotonic() - started < 8  # well under graceful_timeout (10 s) + the parked waits
+    session.close()
