@@ -12,10 +12,13 @@ import mimetypes
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from storage.cooperative import blocking
 
 MAX_KEY_LENGTH = 1024
 CHUNK_BYTES = 1024 * 1024
@@ -99,8 +102,11 @@ def copy_to_file(stream: Readable, path: Path, max_bytes: int | None = None) -> 
                     raise ObjectTooLarge(f"more than {max_bytes} bytes")
                 digest.update(chunk)
                 out.write(chunk)
+                time.sleep(0)  # under gevent, let the process's other requests run between chunks
             out.flush()
-            os.fsync(out.fileno())  # the rename below must not publish a file whose bytes are not on disk
+            # The rename below must not publish a file whose bytes are not on disk; flushing a big
+            # file takes seconds, off the event loop.
+            blocking(os.fsync, out.fileno())
         os.replace(temp_name, path)
     except BaseException:
         os.unlink(temp_name)

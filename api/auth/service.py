@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth.models import RefreshToken, Role, User
 from api.errors import Conflict, Unauthorized
-from api.offload import blocking
+from storage.cooperative import blocking
 
 _hasher = PasswordHasher()
 # Verified against when the account does not exist, so a login takes as long either way.
@@ -30,7 +30,7 @@ def normalise_email(email: str) -> str:
 
 
 def hash_password(password: str) -> str:
-    """Argon2id, memory-hard (off the event loop: api/offload.py)."""
+    """Argon2id, memory-hard (off the event loop: storage/cooperative.py)."""
     return blocking(_hasher.hash, password)
 
 

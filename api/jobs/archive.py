@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import posixpath
 import re
+import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from storage import Storage
 
-CHUNK_BYTES = 1024 * 1024
+#: Deflating one chunk takes a few milliseconds of CPU, during which (under gevent) no other
+#: request of the process runs; after each, the stream yields to them (``time.sleep(0)``).
+CHUNK_BYTES = 256 * 1024
 _ATTEMPT_PREFIX = re.compile(r"^jobs/\d+/attempt-\d+/")
 #: Already-compressed formats are stored as they are; deflating them again costs CPU for nothing.
 _STORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gz", ".fz", ".zip", ".bz2", ".xz")
@@ -59,6 +62,7 @@ def zip_stream(storage: Storage, files: Iterable[dict[str, Any]]) -> Iterator[by
                     member.write(chunk)
                     if data := sink.drain():
                         yield data
+                    time.sleep(0)  # let heartbeats and health checks of this process run
             if data := sink.drain():
                 yield data
     yield sink.drain()

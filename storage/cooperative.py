@@ -1,10 +1,11 @@
-"""CPU-bound work off the event loop.
+"""Long blocking calls off the event loop, for code the API runs under gevent.
 
 Under gunicorn's gevent workers (api/gunicorn_conf.py) every request of a process shares one
-OS thread: a 50 ms password hash would stall every parked claim, heartbeat and health check
-of that process for 50 ms. :func:`blocking` runs such work on gevent's pool of real threads
-(argon2 releases the GIL while it hashes) and waits for it cooperatively; anywhere else
-(tests, the CLI, gthread) it simply calls the function.
+OS thread: a 50 ms password hash, or an fsync of a large upload, would stall every parked
+claim, heartbeat and health check of that process meanwhile. :func:`blocking` runs such a
+call on gevent's pool of real threads (argon2 and fsync release the GIL) and waits for it
+cooperatively; anywhere else (workers, tests, the CLI) it simply calls the function. It lives
+in this shared package because storage code runs in both.
 """
 
 from __future__ import annotations
