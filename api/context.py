@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.config import Settings
+from api.config import DB_POOL_SIZE, Settings
 from api.errors import ServiceUnavailable
 from api.files.links import Linker
 from api.queue.notify import Listener
@@ -40,7 +40,7 @@ class AppContext:
     #: (with its overflow) holds, so that however many workers claim at once, heartbeats,
     #: health checks and submissions always find a connection (a heartbeat queued behind claims
     #: for longer than a lease costs a job its lease, and it runs twice).
-    claim_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(10))
+    claim_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(DB_POOL_SIZE))
 
     @contextmanager
     def claim_transaction(self) -> Iterator[Connection]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import _socket
 import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -31,19 +33,45 @@ class Connections:
         return len(idle)
 
 
-def shut(conn: socket.socket) -> None:
-    """Shut a connection down at the kernel: the greenlet reading it sees the end of the stream
-    and its handler returns quietly (gevent's own ``shutdown`` would interrupt it with an error)."""
+@contextmanager
+def _descriptor(conn: socket.socket) -> Iterator[_socket.socket | None]:
+    """The connection's descriptor as a plain socket (None: already closed), bypassing the
+    server's socket object: under gevent that one would wait where these calls answer at once,
+    or interrupt the greenlet reading it with an error."""
     try:
         raw = _socket.socket(fileno=conn.fileno())
     except OSError:
+        yield None
         return
     try:
-        raw.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+        yield raw
     finally:
         raw.detach()
+
+
+def shut(conn: socket.socket) -> None:
+    """Shut a connection down at the kernel: the greenlet reading it sees the end of the stream
+    and its handler returns quietly."""
+    with _descriptor(conn) as raw:
+        if raw is not None:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def hung_up(conn: socket.socket) -> bool:
+    """Whether the client closed this connection (a killed worker: its kernel closed the
+    socket). Behind a proxy that keeps its own connection open (an ALB) this sees nothing."""
+    with _descriptor(conn) as raw:
+        if raw is None:
+            return True
+        try:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
 
 def install(worker: Any, quiesce: Any) -> Connections:

@@ -22,6 +22,9 @@ import msgspec
 
 #: Items in one claim's reports, one heartbeat, one results or release batch.
 MAX_BATCH = 1000
+#: Bounds of a failure report's error code and message (a worker cuts to them).
+ERROR_CODE_CHARS = 100
+ERROR_MESSAGE_CHARS = 10_000
 INT32_MAX = 2**31 - 1
 
 Attempt = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX, description="The attempt number (the fence).")]
@@ -41,9 +44,10 @@ class Answer(Message):
     """What the API answers: a worker ignores fields it does not know (a newer API may add some)."""
 
 
-def output_prefix(job_id: int, attempt: int) -> str:
-    """Where an attempt's output files go in storage (``<prefix>/<name>``)."""
-    return f"jobs/{job_id}/attempt-{attempt}"
+def output_prefix(job_id: int, attempt: int | None = None) -> str:
+    """Where a job's outputs live in storage: ``jobs/<id>``, and an attempt's files under
+    ``jobs/<id>/attempt-<n>/<name>``."""
+    return f"jobs/{job_id}" if attempt is None else f"jobs/{job_id}/attempt-{attempt}"
 
 
 # --- register -----------------------------------------------------------------------------------
@@ -77,8 +81,8 @@ class Registered(Answer):
 # --- reports --------------------------------------------------------------------------------------
 
 class ReportError(Request):
-    message: Annotated[str, msgspec.Meta(max_length=10_000)]
-    code: Annotated[str, msgspec.Meta(max_length=100)] = "HANDLER_ERROR"
+    message: Annotated[str, msgspec.Meta(max_length=ERROR_MESSAGE_CHARS)]
+    code: Annotated[str, msgspec.Meta(max_length=ERROR_CODE_CHARS)] = "HANDLER_ERROR"
     permanent: Annotated[bool, msgspec.Meta(description="Do not retry (bad input).")] = False
 
 

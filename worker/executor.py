@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 #: Least time between two progress messages of one job (the heartbeat sends only the latest).
 PROGRESS_EVERY_S = 0.2
-MAX_ERROR_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,8 @@ class Outcome:
 
 
 def failure(code: str, message: str, permanent: bool = False) -> Outcome:
-    return Outcome("FAILED", error={"code": code[:100], "message": message[:MAX_ERROR_CHARS], "permanent": permanent})
+    return Outcome("FAILED", error={"code": code[:protocol.ERROR_CODE_CHARS],
+                                    "message": message[:protocol.ERROR_MESSAGE_CHARS], "permanent": permanent})
 
 
 def run_handler(task: Task, cancel_flag: Any, progress_sink: Callable[[dict[str, Any]], None]) -> Outcome:

@@ -85,6 +85,11 @@ def _load_identity(header: dict[str, Any], payload: dict[str, Any]) -> Identity 
         user_id = int(payload["sub"])
     except (KeyError, TypeError, ValueError):
         return None
+    return _account(user_id)
+
+
+def _account(user_id: int) -> Identity | None:
+    """The account as the identity cache has it, kept in ``g`` for the rest of the request."""
     cached: Identity | None = g.get("skyfleet_identity")
     if cached is not None and cached.user_id == user_id:
         return cached
@@ -132,10 +137,9 @@ def _authenticate() -> Identity:
     token = header[7:] if header[:7].lower() == "bearer " else ""
     user_id = verified.user_of(token) if token else None
     if user_id is not None:
-        identity = identity_cache.identity_cache().get(user_id, _read_identity)
+        identity = _account(user_id)
         if identity is None:
             raise Unauthorized("account disabled or removed")
-        g.skyfleet_identity = identity
         return identity
     verify_jwt_in_request()
     checked: Identity = get_current_user()

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, text
 
 from api.auth.guards import Caller
 from api.errors import Conflict, NotFound
+from jobtypes.protocol import output_prefix
 
 _JOB_COLUMNS = """j.id, j.type, j.status, j.priority, j.run_after, j.attempt, j.max_attempts,
     j.input_payload, j.progress, j.error, j.cancel_requested, j.created_at, j.updated_at,
@@ -101,8 +102,3 @@ def delete_job(conn: Connection, who: Caller, job_id: int) -> str:
         raise Conflict(f"job {job_id} is {job['status']}; cancel it before deleting it",
                        details={"status": job["status"]})
     return output_prefix(job_id)
-
-
-def output_prefix(job_id: int, attempt: int | None = None) -> str:
-    """Where a job's outputs live in storage: ``jobs/<id>/`` (``attempt-<n>/`` per attempt)."""
-    return f"jobs/{job_id}" if attempt is None else f"jobs/{job_id}/attempt-{attempt}"

@@ -7,9 +7,9 @@ from the same types (:func:`protocol_doc`).
 
 from __future__ import annotations
 
-import _socket
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from flask import request
@@ -25,6 +25,7 @@ from api.hardening import json_body
 from api.metrics import samples as metric_samples
 from api.openapi import PROTOCOL_REF
 from api.queue.leases import extend_leases, release_attempts, report_attempts
+from api.serving import hung_up
 from api.workers import service
 from jobtypes import protocol
 from jobtypes.protocol import Message
@@ -95,7 +96,7 @@ class Claim(MethodView):
             ctx(), worker_id, caller().user_id, body.job_types, body.max_jobs, body.wait_s,
             service.reports_from(body.results),
             on_reported=lambda outcomes: metric_samples.record(outcomes=outcomes),
-            client_gone=_hung_up(request.environ.get("gunicorn.socket")),
+            client_gone=_client_gone(request.environ.get("gunicorn.socket")),
         )
         metric_samples.record(answer.jobs)
         return ok(protocol.dump(protocol.ClaimAnswer(
@@ -103,29 +104,9 @@ class Claim(MethodView):
             results=[service.outcome_message(o) for o in answer.reported])))
 
 
-def _hung_up(sock: socket.socket | None) -> Callable[[], bool]:
-    """Whether the client of this request closed its connection (a killed worker: its kernel
-    closed the socket). Read on the descriptor itself, not through the server's socket object,
-    which under gevent would wait for data rather than answer at once. Behind a proxy that
-    keeps its own connection open (an ALB) this sees nothing; the rescuer then covers it."""
-    if sock is None:
-        return lambda: False
-
-    def hung_up() -> bool:
-        try:
-            raw = _socket.socket(fileno=sock.fileno())
-        except OSError:
-            return True
-        try:
-            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        finally:
-            raw.detach()
-
-    return hung_up
+def _client_gone(sock: socket.socket | None) -> Callable[[], bool]:
+    """Whether this request's client hung up (``api.serving.hung_up``; never, outside gunicorn)."""
+    return (lambda: False) if sock is None else partial(hung_up, sock)
 
 
 @blp.route("/<int:worker_id>/heartbeat")
@@ -140,7 +121,7 @@ class Heartbeat(MethodView):
         running = [(j.job_id, j.attempt) for j in body.jobs]
         progress = {(j.job_id, j.attempt): protocol.dump(j.progress) for j in body.jobs if j.progress}
         with c.transaction() as conn:
-            worker = service.touch_worker(conn, worker_id, caller().user_id, heartbeat=True)
+            worker = service.touch_worker(conn, worker_id, caller().user_id, seen=True)
             live = extend_leases(conn, worker_id, running, c.settings.lease_s, progress)
         return ok(protocol.dump(protocol.HeartbeatAnswer(
             stop=[protocol.Stop(job_id=j, attempt=a, reason=r) for j, a, r in live.stop],

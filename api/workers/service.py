@@ -35,9 +35,9 @@ class WorkerRow:
     id: int
     job_types: list[str]
     draining: bool
-    #: When a lease of this worker last lapsed, and the database's time of the read (claims only).
-    lapsed_at: dt.datetime | None = None
-    read_at: dt.datetime | None = None
+    #: When a lease of this worker last lapsed, and the database's time of the read.
+    lapsed_at: dt.datetime | None
+    read_at: dt.datetime
 
 
 def register_worker(conn: Connection, user_id: int, body: protocol.Register) -> dict[str, Any]:
@@ -54,57 +54,44 @@ def register_worker(conn: Connection, user_id: int, body: protocol.Register) -> 
     return dict(row)
 
 
-_CHECK = text("""
-    SELECT id, job_types, draining, stopped_at FROM workers WHERE id = :worker_id AND user_id = :user_id
-""")
-_CHECK_SEEN = text("""
-    SELECT id, job_types, draining, stopped_at, extract(epoch FROM now() - last_heartbeat_at)::float8 AS silent_s
-    FROM workers WHERE id = :worker_id AND user_id = :user_id
-""")
-#: A heartbeat records the worker as seen when the last record is older than this: well inside
-#: ``Settings.worker_lost_after_s``, and a busy fleet's heartbeats do not each rewrite its row.
-SEEN_EVERY_S = 10.0
-
-# A claim holds a lock on its worker's row (share, or no-key update) until it commits, and a
-# drain (api/fleet) takes the row's update lock before it looks for running jobs: so either the claim sees
-# ``draining`` and takes nothing, or the drain waits for the claim and sees its jobs.
-_CHECK_FOR_CLAIM = """
-    SELECT id, job_types, draining, stopped_at, lapsed_at, now() AS at,
+_WORKER = """
+    SELECT id, job_types, draining, stopped_at, lapsed_at, now() AS read_at,
            extract(epoch FROM now() - last_heartbeat_at)::float8 AS silent_s
     FROM workers WHERE id = :worker_id AND user_id = :user_id
 """
-_CHECK_FOR_CLAIM_SHARED = text(_CHECK_FOR_CLAIM + "FOR SHARE")
+_READ = text(_WORKER)
+# A claim holds a lock on its worker's row (share, or no-key update) until it commits, and a
+# drain (api/fleet) takes the row's update lock before it looks for running jobs: so either the
+# claim sees ``draining`` and takes nothing, or the drain waits for the claim and sees its jobs.
+_READ_SHARED = text(_WORKER + "FOR SHARE")
 # A claim that may record the worker as seen takes the row's update lock from the start: a share
 # lock upgraded later deadlocks with a heartbeat queued for the row in between.
-_CHECK_FOR_CLAIM_SEEN = text(_CHECK_FOR_CLAIM + "FOR NO KEY UPDATE")
-
+_READ_FOR_UPDATE = text(_WORKER + "FOR NO KEY UPDATE")
 _SEEN = text("UPDATE workers SET last_heartbeat_at = now() WHERE id = :worker_id")
+#: A heartbeat or a claim records the worker as seen when the last record is older than this:
+#: well inside ``Settings.worker_lost_after_s``, and a busy fleet's requests do not each rewrite
+#: its row.
+SEEN_EVERY_S = 10.0
 
 
-def touch_worker(conn: Connection, worker_id: int, user_id: int, heartbeat: bool = False,
-                 claiming: bool = False, seen_every_s: float | None = None) -> WorkerRow:
+def touch_worker(conn: Connection, worker_id: int, user_id: int, seen: bool = False,
+                 claiming: bool = False) -> WorkerRow:
     """The caller's worker; 404 unless it is this service account's, 409 if it was stopped.
 
-    A heartbeat records that the worker is alive (``last_heartbeat_at``) when the last record
-    is older than :data:`SEEN_EVERY_S`; so does the first pass of a claim (given
-    ``seen_every_s``): an idle worker sends only claims. ``claiming``
-    locks the row for the rest of the transaction (see ``_CHECK_FOR_CLAIM``).
+    ``seen`` (a heartbeat, a claim's first pass: an idle worker sends only claims) records that
+    the worker is alive (``last_heartbeat_at``) when the last record is older than
+    :data:`SEEN_EVERY_S`. ``claiming`` locks the row for the rest of the transaction (see
+    ``_READ_SHARED``).
     """
-    if heartbeat:
-        statement, seen_every_s = _CHECK_SEEN, SEEN_EVERY_S
-    elif claiming:
-        statement = _CHECK_FOR_CLAIM_SHARED if seen_every_s is None else _CHECK_FOR_CLAIM_SEEN
-    else:
-        statement = _CHECK
+    statement = (_READ_FOR_UPDATE if seen else _READ_SHARED) if claiming else _READ
     row = conn.execute(statement, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
     if row is None:
         raise NotFound(f"worker {worker_id} not found")
     if row.stopped_at is not None:
         raise WorkerGone(f"worker {worker_id} was stopped or declared lost; register again")
-    if seen_every_s is not None and getattr(row, "silent_s", 0.0) >= seen_every_s:
+    if seen and row.silent_s >= SEEN_EVERY_S:
         conn.execute(_SEEN, {"worker_id": worker_id})
-    return WorkerRow(row.id, list(row.job_types), row.draining, getattr(row, "lapsed_at", None),
-                     getattr(row, "at", None))
+    return WorkerRow(row.id, list(row.job_types), row.draining, row.lapsed_at, row.read_at)
 
 
 def reports_from(reports: list[protocol.Report]) -> list[Report]:
@@ -170,8 +157,7 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
         while True:
             with c.claim_transaction() as conn:
                 # Every pass re-reads the worker: one drained while it waited must not get work.
-                worker = touch_worker(conn, worker_id, user_id, claiming=True,
-                                      seen_every_s=SEEN_EVERY_S if waiter is None else None)
+                worker = touch_worker(conn, worker_id, user_id, seen=waiter is None, claiming=True)
                 if waiter is None:
                     started_at = worker.read_at
                     if reports:
