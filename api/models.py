@@ -5,9 +5,9 @@ from api.callbacks.models import CallbackDelivery
 from api.database import Base
 from api.files.models import File, JobFile
 from api.fleet.models import ManagerLease, Pool, ScalingDecision
-from api.jobs.models import IdempotencyKey, Job, JobAssignment, JobRequest, JobResult
+from api.jobs.models import IdempotencyKey, Job, JobAttempt, JobRequest
 from api.ratelimit.models import RateLimitCounter
 from api.workers.models import Worker
 
-__all__ = ["Base", "CallbackDelivery", "File", "IdempotencyKey", "Job", "JobAssignment", "JobFile", "JobRequest", "JobResult",
+__all__ = ["Base", "CallbackDelivery", "File", "IdempotencyKey", "Job", "JobAttempt", "JobFile", "JobRequest",
            "ManagerLease", "Pool", "RateLimitCounter", "RefreshToken", "Role", "ScalingDecision", "User", "Worker"]

@@ -24,7 +24,7 @@ Scenarios (``--only a,b``; all by default, in this order):
     interpreter start-up before the first claim are not counted, but the ramp-up while the
     other workers are still starting is. A "steady" figure, counting only jobs finished
     after the last worker registered, is printed next to it for comparison. Progress is
-    polled every 50 ms from the ``job_results`` id sequence, an O(1) read (counting jobs by
+    polled every 50 ms from the ``job_attempts`` id sequence, an O(1) read (counting jobs by
     status scans the table, which on 2 cores would slow down the server being measured),
     and confirmed with an exact count of the active jobs at the end.
     Also printed: how many jobs each claim and each result report carried on average
@@ -53,8 +53,8 @@ Scenarios (``--only a,b``; all by default, in this order):
 
 ``rescue``
     Two workers (types noop,sleep); one ``sleep`` job of 60 s; once it is IN_PROGRESS, the
-    worker process holding it is SIGKILLed. The figure is the ``created_at`` of the job's
-    attempt-2 assignment minus the database's ``clock_timestamp()`` read right after the
+    worker process holding it is SIGKILLed. The figure is the claim time (``started_at``) of
+    the job's attempt 2 minus the database's ``clock_timestamp()`` read right after the
     kill. The job is cancelled afterwards.
 
 ``claim``

@@ -8,7 +8,8 @@ import time
 from sqlalchemy import Engine, TextClause, text
 
 from api.database import make_engine
-from api.queue.leases import _CLAIM, claim_jobs
+from api.queue.leases import claim_jobs
+from api.queue.sql import Q
 from bench.errors import BenchError
 from bench.figures import ScenarioResult, Target, figure, percentile, say
 from bench.fleet import Fleet
@@ -37,8 +38,8 @@ _ANY_TYPE = "type = ANY(CAST(:types AS text[]))"
 #: What-if: the same claim with an equality on ``type`` (one type), which the index can
 #: serve in ``ORDER BY priority, run_after, id`` order and stop after LIMIT rows. None when
 #: the claim statement no longer filters with ``type = ANY(...)``.
-_CLAIM_ONE_TYPE = (text(_CLAIM.text.replace(_ANY_TYPE, "type = (CAST(:types AS text[]))[1]"))
-                   if _ANY_TYPE in _CLAIM.text else None)
+_CLAIM_ONE_TYPE = (text(Q.claim.text.replace(_ANY_TYPE, "type = (CAST(:types AS text[]))[1]"))
+                   if _ANY_TYPE in Q.claim.text else None)
 
 
 def bench_claim(fleet: Fleet, opts: Options) -> ScenarioResult:
@@ -147,7 +148,7 @@ def explain_claim(engine: Engine, worker_id: int) -> list[str]:
     with engine.connect() as conn:
         trans = conn.begin()
         try:
-            rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + _CLAIM.text), params).scalars().all()
+            rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + Q.claim.text), params).scalars().all()
         finally:
             trans.rollback()
     return [str(r) for r in rows]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_EMAIL = "admin@skyfleet.local"
 ADMIN_PASSWORD = "bench-admin-password"
 WORKER_EMAIL = "local-worker@service.skyfleet.internal"
-TRUNCATE = "TRUNCATE job_results, job_assignments, job_requests, jobs, workers RESTART IDENTITY CASCADE"
+TRUNCATE = "TRUNCATE job_attempts, job_requests, jobs, workers RESTART IDENTITY CASCADE"
 
 READY_TIMEOUT_S = 60.0
 CLAIM_WAIT_S = "5"  # the workers' long-poll wait per claim (SKYFLEET_WORKER_CLAIM_WAIT_S)

@@ -51,7 +51,7 @@ _JOB = """
            extract(epoch FROM started_at - created_at)::float8
     FROM jobs WHERE id = %s
 """
-_RESULT = "SELECT result_payload FROM job_results WHERE job_id = %s ORDER BY id DESC LIMIT 1"
+_RESULT = "SELECT result_payload FROM job_attempts WHERE job_id = %s AND outcome = 'SUCCEEDED'"
 _FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
 
 Refs = dict[str, dict[str, Any]]

@@ -12,22 +12,20 @@ from bench.options import Options
 from bench.waiting import wait_for
 
 _HOLDER = """
-    SELECT w.pid FROM jobs j
-    JOIN job_assignments a ON a.job_id = j.id AND a.attempt = j.attempt
-    JOIN workers w ON w.id = a.worker_id
+    SELECT w.pid FROM jobs j JOIN workers w ON w.id = j.worker_id
     WHERE j.id = %s AND j.status = 'IN_PROGRESS'
 """
 
 _SECOND_ATTEMPT = """
-    SELECT extract(epoch FROM a.created_at - %s::timestamptz), w.pid
-    FROM job_assignments a JOIN workers w ON w.id = a.worker_id
-    WHERE a.job_id = %s AND a.attempt = 2
+    SELECT extract(epoch FROM j.started_at - %s::timestamptz), w.pid
+    FROM jobs j JOIN workers w ON w.id = j.worker_id
+    WHERE j.id = %s AND j.attempt = 2
 """
 
 _FIRST_ATTEMPT = """
-    SELECT extract(epoch FROM expires_at - %s::timestamptz),
-           extract(epoch FROM completed_at - %s::timestamptz), outcome
-    FROM job_assignments WHERE job_id = %s AND attempt = 1
+    SELECT extract(epoch FROM lease_expires_at - %s::timestamptz),
+           extract(epoch FROM ended_at - %s::timestamptz), outcome
+    FROM job_attempts WHERE job_id = %s AND attempt = 1
 """
 
 

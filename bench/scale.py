@@ -38,8 +38,8 @@ most of the fleet within a few seconds every 20 s. Phases:
 4. Burst (``--scale-burst-jobs``, 0 skips it): that many ``sleep`` jobs of 50–200 ms submitted
    by the admin through the batch endpoint; until none is pending or running (at most
    :data:`BURST_TIMEOUT_S`): the time from the first ``created_at`` to the last
-   ``finished_at``, jobs that did not succeed, leases lost (assignments ended ``EXPIRED``),
-   jobs run more than once (more than one assignment, and jobs the swarm ran twice), reports
+   ``finished_at``, jobs that did not succeed, leases lost (attempts ended ``EXPIRED``),
+   jobs run more than once (more than one attempt, and jobs the swarm ran twice), reports
    answered ``accepted: false``, pickup latency p50/p99 (``started_at − greatest(created_at,
    run_after)`` of each job, PostgreSQL's clock: the rest of its submit transaction and its
    wait in the queue behind the burst), the API's CPU µs per job, and the heartbeats meanwhile.
@@ -108,18 +108,18 @@ _JOBS = f"""
     FROM jobs WHERE {_TAGGED}
 """
 _LEASES_LOST = f"""
-    SELECT count(*) FROM job_assignments a JOIN jobs j ON j.id = a.job_id
+    SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
     WHERE a.outcome = 'EXPIRED' AND j.{_TAGGED}
 """
 # Handed to a worker more than once. A claim whose client had hung up by the time it had jobs
 # (its timeout ran out under load) releases them at once (RELEASED, never run): not counted.
 _RUN_TWICE = f"""
     SELECT count(*) FROM (
-        SELECT a.job_id FROM job_assignments a JOIN jobs j ON j.id = a.job_id
-        WHERE j.{_TAGGED} AND a.outcome IS DISTINCT FROM 'RELEASED' GROUP BY a.job_id HAVING count(*) > 1) t
+        SELECT a.job_id FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+        WHERE j.{_TAGGED} AND a.outcome <> 'RELEASED' GROUP BY a.job_id HAVING count(*) > 1) t
 """
 _RELEASED = f"""
-    SELECT count(*) FROM job_assignments a JOIN jobs j ON j.id = a.job_id
+    SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
     WHERE a.outcome = 'RELEASED' AND j.{_TAGGED}
 """
 _PICKUP_MS = f"""

@@ -123,7 +123,7 @@ class SimWorker:
         self.lost = threading.Event()
         self.registered = threading.Event()
         #: (job_id, attempt) → its row in the swarm's record, from the claim to the report's answer.
-        self._held: dict[tuple[int, int], list[Any]] = {}
+        self._held: dict[tuple[int, int, str], list[Any]] = {}
         self._lock = threading.Lock()
         self._backoff = BACKOFF_BASE_S
 
@@ -199,7 +199,7 @@ class SimWorker:
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         """Hold the job's lease while "running" it; its SUCCEEDED report."""
-        key = (int(job["job_id"]), int(job["attempt"]))
+        key = (int(job["job_id"]), int(job["attempt"]), str(job["token"]))
         row = self.swarm.ran(key[0], key[1], self.index)
         with self._lock:
             self._held[key] = row
@@ -209,12 +209,12 @@ class SimWorker:
             result = {"slept_s": float(payload.get("seconds") or 0.0), "attempt": key[1], "tag": payload.get("tag")}
         else:
             result = {"ok": True, "tag": payload.get("tag")}
-        return {"job_id": key[0], "attempt": key[1], "status": "SUCCEEDED", "result_payload": result}
+        return {"job_id": key[0], "attempt": key[1], "token": key[2], "status": "SUCCEEDED", "result_payload": result}
 
     def settle(self, reports: list[dict[str, Any]], outcomes: list[dict[str, Any]]) -> None:
         """The API answered the reports: stop heartbeating their leases; count the stale ones."""
         with self._lock:
-            rows = [self._held.pop((report["job_id"], report["attempt"]), None) for report in reports]
+            rows = [self._held.pop((report["job_id"], report["attempt"], report["token"]), None) for report in reports]
         for row in rows:
             if row is not None:
                 self.swarm.released(row)
@@ -231,7 +231,7 @@ class SimWorker:
             if self.lost.is_set():
                 continue
             with self._lock:
-                held = [{"job_id": j, "attempt": a, "progress": None} for j, a in sorted(self._held)]
+                held = [{"job_id": j, "attempt": a, "token": t, "progress": None} for j, a, t in sorted(self._held)]
             if not held:
                 continue
             outcome, _ = self.post(session, "heartbeat", f"/api/workers/{self.worker_id}/heartbeat",

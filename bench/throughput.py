@@ -24,11 +24,11 @@ _THROUGHPUT_SQL = """
 """
 
 
-# One claim is one transaction, so its assignments share ``created_at`` (now()); the same
-# holds for the results one report stored. How many jobs each round trip carried:
+# One claim is one transaction, so its attempts share ``started_at`` (now()); the same holds
+# for the attempts one report ended (``ended_at``). How many jobs each round trip carried:
 _ROUND_TRIPS_SQL = """
-    SELECT (SELECT count(*) FROM (SELECT 1 FROM job_assignments GROUP BY worker_id, created_at) c),
-           (SELECT count(*) FROM (SELECT 1 FROM job_results GROUP BY created_at) r)
+    SELECT (SELECT count(*) FROM (SELECT 1 FROM job_attempts GROUP BY worker_id, started_at) c),
+           (SELECT count(*) FROM (SELECT 1 FROM job_attempts GROUP BY ended_at) r)
 """
 
 

@@ -4,7 +4,7 @@ A job type's input schema declares such a field with :func:`InputFile`, e.g.
 ``image = InputFile(required=True)``. Submitted as one of::
 
     {"file_id": 12}                       a file the caller uploaded (POST /api/files)
-    {"key": "jobs/7/attempt-1/out.fits"}  an object in storage the caller may read
+    {"key": "jobs/7/attempt-1-5f0c2a9e81d34b7a/out.fits"}  an object in storage the caller may read
     {"url": "https://…/image.fits"}      a public URL the worker fetches (size-limited)
 
 The API checks that the caller may read each reference before the job is queued, and

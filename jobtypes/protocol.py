@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -29,6 +30,7 @@ INT32_MAX = 2**31 - 1
 
 Attempt = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX, description="The attempt number (the fence).")]
 JobId = Annotated[int, msgspec.Meta(ge=1)]
+Token = Annotated[uuid.UUID, msgspec.Meta(description="The attempt's fence token, from its claim.")]
 JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
@@ -44,10 +46,20 @@ class Answer(Message):
     """What the API answers: a worker ignores fields it does not know (a newer API may add some)."""
 
 
-def output_prefix(job_id: int, attempt: int | None = None) -> str:
+#: The prefix of an attempt's files (``output_prefix``); keys stored before attempts carried a
+#: token have none: ``jobs/<id>/attempt-<n>/``.
+ATTEMPT_PREFIX = re.compile(r"^jobs/\d+/attempt-\d+(?:-[0-9a-f]{16})?/")
+
+
+def output_prefix(job_id: int, attempt: int | None = None, token: uuid.UUID | None = None) -> str:
     """Where a job's outputs live in storage: ``jobs/<id>``, and an attempt's files under
-    ``jobs/<id>/attempt-<n>/<name>``."""
-    return f"jobs/{job_id}" if attempt is None else f"jobs/{job_id}/attempt-{attempt}"
+    ``jobs/<id>/attempt-<n>-<token>/<name>`` (16 hex digits of its token: an attempt number comes
+    round again after a claim a crash rolled back, and two runs must not share a folder)."""
+    if attempt is None:
+        return f"jobs/{job_id}"
+    if token is None:
+        raise ValueError("an attempt's prefix needs its token")
+    return f"jobs/{job_id}/attempt-{attempt}-{token.hex[:16]}"
 
 
 # --- register -----------------------------------------------------------------------------------
@@ -90,7 +102,7 @@ class ReportedFile(Request):
     """One output file, already written to storage under the attempt's prefix."""
 
     key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024,
-                                     description="Under jobs/<job_id>/attempt-<attempt>/.")]
+                                     description="Under jobs/<job_id>/attempt-<attempt>-<token>/.")]
     size: Annotated[int, msgspec.Meta(ge=0)]
     name: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     sha256: str | None = None
@@ -102,6 +114,7 @@ class Report(Request):
 
     job_id: JobId
     attempt: Attempt
+    token: Token
     status: Literal["SUCCEEDED", "FAILED", "CANCELLED"]
     result_payload: dict[str, Any] | None = None
     storage_uri: str | None = None
@@ -114,6 +127,7 @@ class Outcome(Answer, omit_defaults=True):
 
     job_id: int
     attempt: int
+    token: uuid.UUID
     accepted: bool
     status: Annotated[str | None, msgspec.Meta(description="The job's status after the report.")] = None
     error: Annotated[dict[str, Any] | None, msgspec.Meta(description="Why it was not accepted.")] = None
@@ -153,7 +167,8 @@ class InputFile(Answer):
 
 class ClaimedJob(Answer):
     job_id: int
-    assignment_id: int
+    token: Annotated[uuid.UUID, msgspec.Meta(description="The attempt's fence: send it with every heartbeat, "
+                                                         "report and release of this attempt.")]
     type: str
     attempt: int
     max_attempts: int
@@ -180,6 +195,7 @@ class Progress(Request, omit_defaults=True):
 class RunningJob(Request):
     job_id: JobId
     attempt: Attempt
+    token: Token
     progress: Progress | None = None
 
 
@@ -192,6 +208,7 @@ class Heartbeat(Request):
 class Stop(Answer):
     job_id: int
     attempt: int
+    token: uuid.UUID
     reason: Annotated[str, msgspec.Meta(description="cancelled, or lost (no longer yours).")]
 
 
@@ -282,7 +299,7 @@ def _check_reports(reports: list[Report], field: str) -> None:
     for i, report in enumerate(reports):
         if report.status == "FAILED" and report.error is None:
             problems[f"{field}.{i}.error"] = ["a FAILED report needs an error"]
-        prefix = output_prefix(report.job_id, report.attempt) + "/"
+        prefix = output_prefix(report.job_id, report.attempt, report.token) + "/"
         for j, entry in enumerate(report.files or ()):
             why = _key_problem(entry.key) or (None if entry.key.startswith(prefix) else f"must be under {prefix}")
             if why:

@@ -1,6 +1,6 @@
 """The storage interface shared by the API and the workers: objects under string keys.
 
-Keys look like ``uploads/42/<uuid>/image.fits`` or ``jobs/7/attempt-1/catalogue.ecsv``:
+Keys look like ``uploads/42/<uuid>/image.fits`` or ``jobs/7/attempt-1-5f0c2a9e81d34b7a/catalogue.ecsv``:
 relative, ``/``-separated, no ``..``, no empty parts. Both backends (a local directory
 and S3) implement :class:`Storage`.
 """

@@ -19,8 +19,8 @@ from api.migrate import upgrade
 pytest_plugins = ["tests.moto"]
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("idempotency_keys", "fleet_decisions", "fleet_pools", "manager_leases", "rate_limit_counters", "job_results",
-          "job_assignments", "job_requests", "jobs", "workers", "refresh_tokens", "users")
+TABLES = ("idempotency_keys", "fleet_decisions", "fleet_pools", "manager_leases", "rate_limit_counters", "job_attempts",
+          "job_requests", "jobs", "workers", "refresh_tokens", "users")
 
 
 class Server:

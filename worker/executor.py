@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
@@ -61,15 +62,16 @@ class Outcome:
     outputs: list[tuple[str, str, str | None]] = field(default_factory=list)
     error: dict[str, Any] | None = None
 
-    def report(self, job_id: int, attempt: int,
+    def report(self, job_id: int, attempt: int, token: uuid.UUID,
                files: tuple[str, list[protocol.ReportedFile]] | None) -> protocol.Report:
         """The attempt's report for the API; ``files`` (storage URI, files) were uploaded on success."""
         if self.status == "SUCCEEDED":
             storage_uri, stored = files if files else (None, None)
-            return protocol.Report(job_id=job_id, attempt=attempt, status="SUCCEEDED", result_payload=self.result,
+            return protocol.Report(job_id=job_id, attempt=attempt, token=token, status="SUCCEEDED",
+                                   result_payload=self.result,
                                    storage_uri=storage_uri, files=stored)
         error = protocol.ReportError(**self.error) if self.error else None
-        return protocol.Report(job_id=job_id, attempt=attempt, status=self.status,  # type: ignore[arg-type]
+        return protocol.Report(job_id=job_id, attempt=attempt, token=token, status=self.status,  # type: ignore[arg-type]
                                error=error)
 
 

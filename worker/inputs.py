@@ -9,6 +9,7 @@ large) are permanent errors; network trouble is retryable.
 
 from __future__ import annotations
 
+import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,11 @@ class InputFetcher:
             raise RuntimeError(f"input URL {url} answered HTTP {status}") from exc
 
 
-def upload_outputs(storage: Storage, job_id: int, attempt: int,
+def upload_outputs(storage: Storage, job_id: int, attempt: int, token: uuid.UUID,
                    outputs: list[tuple[str, str, str | None]]) -> tuple[str, list[protocol.ReportedFile]]:
     """Store the outputs under the attempt's prefix (``protocol.output_prefix``); return that
     prefix and the files as the report lists them."""
-    prefix = protocol.output_prefix(job_id, attempt)
+    prefix = protocol.output_prefix(job_id, attempt, token)
     files = []
     for name, path, content_type in outputs:
         key = f"{prefix}/{name}"

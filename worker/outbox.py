@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -50,8 +51,8 @@ class Pending:
     suspect: bool = False
 
     @property
-    def key(self) -> tuple[int, int]:
-        return self.report.job_id, self.report.attempt
+    def key(self) -> tuple[int, int, uuid.UUID]:
+        return self.report.job_id, self.report.attempt, self.report.token
 
 
 class Outbox:
@@ -97,11 +98,12 @@ class Outbox:
 
     def settle(self, batch: list[Pending], outcomes: Iterable[protocol.Outcome]) -> None:
         """The API answered for ``batch``: accepted or stale, these reports are done."""
-        accepted = {(o.job_id, o.attempt) for o in outcomes if o.accepted}
+        accepted = {o.token for o in outcomes if o.accepted}
         for pending in batch:
-            if pending.key not in accepted:
-                log.warning("result for job %s attempt %s was not accepted (stale); dropped", *pending.key,
-                            extra={"job_id": pending.key[0], "attempt": pending.key[1]})
+            if pending.report.token not in accepted:
+                job_id, attempt, _ = pending.key
+                log.warning("result for job %s attempt %s was not accepted (stale); dropped", job_id, attempt,
+                            extra={"job_id": job_id, "attempt": attempt})
         self._done(batch)
 
     def idle(self) -> bool:
@@ -191,7 +193,7 @@ class Outbox:
                 time.sleep(delay)
 
     def _drop(self, pending: Pending, exc: ApiRejected) -> None:
-        job_id, attempt = pending.key
+        job_id, attempt, _ = pending.key
         log.error("job %s attempt %s: the API cannot process its report (%s); dropped, its lease will lapse",
                   job_id, attempt, exc, extra={"job_id": job_id, "attempt": attempt})
         self._done([pending])

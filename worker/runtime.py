@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ class Lease:
 
     job_id: int
     attempt: int
+    #: The attempt's fence token (from the claim): the key of everything said about it.
+    token: uuid.UUID
     cancel_event: threading.Event = field(default_factory=threading.Event)
     progress: dict[str, Any] | None = None
     finished: bool = False
@@ -69,7 +72,7 @@ class Worker:
         self.client = ApiClient(settings, self.stopping)
         self.worker_id: int | None = None
         self.heartbeat_interval_s = 2.0
-        self._leases: dict[tuple[int, int], Lease] = {}
+        self._leases: dict[uuid.UUID, Lease] = {}
         self._lock = threading.Lock()
         self._busy = 0
         self._slot_freed = threading.Event()
@@ -220,16 +223,16 @@ class Worker:
     def _say_goodbye(self) -> None:
         """Release what still runs, flush the reports, deregister: each bounded, each best effort."""
         with self._lock:
-            unfinished = [k for k, c in self._leases.items() if not c.finished]
-        for key in unfinished:
-            self._leases[key].cancel_event.set()
+            unfinished = [c for c in self._leases.values() if not c.finished]
+        for lease in unfinished:
+            lease.cancel_event.set()
         if unfinished:
+            running = [protocol.RunningJob(job_id=c.job_id, attempt=c.attempt, token=c.token) for c in unfinished]
             try:
                 self.client.post(f"/api/workers/{self.worker_id}/release",
-                                 protocol.dump(protocol.Release(jobs=[protocol.RunningJob(job_id=j, attempt=a)
-                                                                      for j, a in unfinished])), retry_for_s=10)
+                                 protocol.dump(protocol.Release(jobs=running)), retry_for_s=10)
             except ApiError:
-                log.warning("could not release %s; their leases will lapse", unfinished)
+                log.warning("could not release jobs %s; their leases will lapse", [c.job_id for c in unfinished])
         try:
             self.outbox.flush(self.settings.stop_grace_s)
         except CredentialsRefused as exc:
@@ -242,9 +245,9 @@ class Worker:
     # -- executing ---------------------------------------------------------------------
 
     def _start(self, job: protocol.ClaimedJob) -> None:
-        lease = Lease(job_id=job.job_id, attempt=job.attempt)
+        lease = Lease(job_id=job.job_id, attempt=job.attempt, token=job.token)
         with self._lock:
-            self._leases[(lease.job_id, lease.attempt)] = lease
+            self._leases[lease.token] = lease
             self._busy += 1
         self._pool.submit(self._execute, job, lease)
 
@@ -257,7 +260,7 @@ class Worker:
         try:
             outcome = self._attempt(job, lease, workdir)
             if outcome.status == "SUCCEEDED" and outcome.outputs:
-                files = upload_outputs(self.storage, lease.job_id, lease.attempt, outcome.outputs)
+                files = upload_outputs(self.storage, lease.job_id, lease.attempt, lease.token, outcome.outputs)
         except StorageError as exc:
             log.warning("job %s attempt %s: outputs not stored: %s", lease.job_id, lease.attempt, exc)
             outcome = failure("STORAGE_ERROR", str(exc))
@@ -267,7 +270,7 @@ class Worker:
         finally:
             if workdir.exists():
                 shutil.rmtree(workdir, ignore_errors=True)
-            report = outcome.report(lease.job_id, lease.attempt, files)
+            report = outcome.report(lease.job_id, lease.attempt, lease.token, files)
             # The report is queued before the slot is freed: a shutdown that sees nothing busy
             # must also see this report waiting, or it would exit without sending it.
             self.outbox.put(report)
@@ -320,7 +323,7 @@ class Worker:
         """These reports are done with (accepted, stale or dropped): stop heartbeating their leases."""
         with self._lock:
             for report in reports:
-                self._leases.pop((report.job_id, report.attempt), None)
+                self._leases.pop(report.token, None)
 
     def _heartbeat_loop(self) -> None:
         """Extend the leases of running jobs and of finished ones not yet reported, whatever fails."""
@@ -341,8 +344,9 @@ class Worker:
 
     def _heartbeat(self) -> None:
         with self._lock:
-            running = [protocol.RunningJob(job_id=j, attempt=a, progress=_progress(c.progress))
-                       for (j, a), c in self._leases.items()]
+            running = [protocol.RunningJob(job_id=c.job_id, attempt=c.attempt, token=c.token,
+                                           progress=_progress(c.progress))
+                       for c in self._leases.values()]
         if not running:
             # Idle: the open claim shows the API this worker is alive, and a drain answers it
             # at once. A fleet of idle workers costs the API one claim each per wait, no more.
@@ -353,7 +357,7 @@ class Worker:
         if answer.drain:
             self.draining.set()
         for stop in answer.stop:
-            lease = self._leases.get((stop.job_id, stop.attempt))
+            lease = self._leases.get(stop.token)
             # A finished attempt shows as "lost" once its report landed: nothing to stop.
             if lease is not None and not lease.finished:
                 log.info("stopping job %s attempt %s (%s)", stop.job_id, stop.attempt, stop.reason)

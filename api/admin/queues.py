@@ -12,7 +12,6 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.admin import queues_service as service
 from api.admin.queues_schemas import (
     CacheInvalidatedSchema,
     CacheInvalidateSchema,
@@ -25,6 +24,7 @@ from api.auth.models import Role
 from api.context import ctx
 from api.envelope import envelope, ok
 from api.pagination import pagination
+from api.queue import jobs, views
 from jobtypes import job_type_names
 
 blp = Blueprint("admin-queues", __name__, url_prefix="/api/admin",
@@ -40,8 +40,8 @@ class Queues(MethodView):
         """Per job type (every type in the catalogue): pending, scheduled, in progress, the oldest
         pending job's wait, and how many completed and failed in the last minute."""
         with ctx().transaction() as conn:
-            stats = service.queue_stats(conn, job_type_names())
-        return ok({"types": [asdict(s) for s in stats], "totals": service.totals(stats)})
+            stats = views.queue_stats(conn, job_type_names())
+        return ok({"types": [asdict(s) for s in stats], "totals": views.totals(stats)})
 
 
 @blp.route("/workers")
@@ -56,7 +56,7 @@ class Workers(MethodView):
         A worker is ``lost`` once it has not heartbeated for a lease (its jobs were taken back)."""
         c = ctx()
         with c.transaction() as conn:
-            workers, total = service.list_workers(conn, args["page"], args["limit"], args["state"],
+            workers, total = views.list_workers(conn, args["page"], args["limit"], args["state"],
                                                   lost_after_s=c.settings.worker_lost_after_s)
         return ok(workers, {"pagination": pagination(args["page"], args["limit"], total)})
 
@@ -71,5 +71,5 @@ class CacheInvalidate(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Stop reusing cached results of one job type: the next identical submission runs again."""
         with ctx().transaction() as conn:
-            invalidated = service.invalidate_cache(conn, body["type"])
+            invalidated = jobs.invalidate_cache(conn, body["type"])
         return ok({"type": body["type"], "invalidated": invalidated})

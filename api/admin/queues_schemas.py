@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from api.admin.queues_service import WORKER_STATES
 from api.jobs.schemas import JobTypeField
 from api.pagination import PageArgs
+from api.queue.views import WORKER_STATES
 from api.validation import ApiSchema
 
 

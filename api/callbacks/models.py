@@ -23,7 +23,9 @@ class CallbackDelivery(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    job_request_id: Mapped[int] = mapped_column(ForeignKey("job_requests.id", ondelete="CASCADE"))
+    #: The submission that asked: a joined or cached one's row; None for the job's creator
+    #: (whose callback is on the job row).
+    job_request_id: Mapped[int | None] = mapped_column(ForeignKey("job_requests.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(Text)
     #: The job's status when it ended (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT).
     job_status: Mapped[str] = mapped_column(String(16))

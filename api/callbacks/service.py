@@ -68,9 +68,13 @@ _CLAIM_DUE = text("""
     )
     UPDATE callback_deliveries d
     SET next_attempt_at = now() + make_interval(secs => :visibility_s), attempts = d.attempts + 1
-    FROM due, job_requests r, jobs j
-    WHERE d.id = due.id AND r.id = d.job_request_id AND j.id = d.job_id
-    RETURNING d.id, d.job_id, d.url, d.job_status, d.attempts, r.callback_token, j.finished_at, j.error
+    FROM due, jobs j
+    WHERE d.id = due.id AND j.id = d.job_id
+    -- The token of the submission that asked: the creator's is on the job row.
+    RETURNING d.id, d.job_id, d.url, d.job_status, d.attempts,
+              CASE WHEN d.job_request_id IS NULL THEN j.callback_token
+                   ELSE (SELECT r.callback_token FROM job_requests r WHERE r.id = d.job_request_id) END,
+              j.finished_at, j.error
 """)
 
 # The guards on delivered_at/gave_up_at: a late outcome (a row whose visibility timeout lapsed

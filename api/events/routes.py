@@ -21,7 +21,7 @@ from api.context import ctx
 from api.envelope import ErrorEnvelopeSchema, error_response
 from api.errors import LimitExceeded, ServiceUnavailable
 from api.events.service import BUSY_RETRY_AFTER_S, USER_CAP, EventStream, StreamConfig, StreamSlots, read_job
-from api.jobs.service import get_visible_job
+from api.queue.jobs import get_visible_job
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from sqlalchemy import Connection
 from api.auth.guards import Caller
 from api.errors import NotFound, ServiceUnavailable
 from api.jobs.schemas import JobSchema
-from api.jobs.service import get_visible_job
+from api.queue.jobs import get_visible_job
 from api.queue.notify import Subscription
 from jobtypes import JobStatus
 

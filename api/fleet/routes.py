@@ -38,6 +38,7 @@ from api.fleet.schemas import (
     ScaleSchema,
 )
 from api.fleet.status import fleet_status
+from api.queue import workers
 
 blp = Blueprint("manager", __name__, url_prefix="/api/manager",
                 description="What the fleet manager calls (role MANAGER; admins may too).")
@@ -92,7 +93,7 @@ class Workers(MethodView):
     def get(self) -> dict[str, Any]:
         """Live workers (not stopped, heartbeating) with their pool, revision, launch id and running jobs."""
         with ctx().transaction() as conn:
-            return ok({"workers": service.live_workers(conn, _live_after_s())})
+            return ok({"workers": workers.live_workers(conn, _live_after_s())})
 
 
 @blp.route("/workers/drain")
@@ -105,7 +106,7 @@ class Drain(MethodView):
         """Tell workers to drain: they stop claiming, finish what they run and exit. With
         ``only_idle`` (the default) a worker holding a job is left alone."""
         with ctx().transaction() as conn:
-            return ok({"drained": service.drain_workers(conn, body["worker_ids"], body["only_idle"])})
+            return ok({"drained": workers.drain_workers(conn, body["worker_ids"], body["only_idle"])})
 
 
 @blp.route("/decisions")

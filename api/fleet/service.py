@@ -1,4 +1,4 @@
-"""The SQL of fleet management: pools and their overrides, live workers, draining, decisions.
+"""The SQL of fleet management: pools and their overrides, decisions (workers: api/queue/workers.py).
 
 Every change is one guarded statement: a drain with ``only_idle`` checks for running jobs in
 the UPDATE's own WHERE, a scale checks the bounds in its WHERE (and explains a refusal by
@@ -14,9 +14,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, text
 
-from api.admin.queues_service import queue_stats
 from api.errors import Conflict, NotFound, ValidationFailed
 from api.queue.submit import notify_workers
+from api.queue.views import queue_stats
 from jobtypes import job_type_names
 
 #: Decisions kept: at most this many per pool, and none older than this.
@@ -28,12 +28,6 @@ DECISION_PRUNE_MAX_BATCHES = 10
 POOL_COLUMNS = ("name, job_types, backend, min_workers, max_workers, jobs_per_worker, details, pinned_count, "
                 "min_override, max_override, redeploy_generation, redeploy_requested_at, reported_at")
 
-# An attempt is running when it is the job's current one, the job is IN_PROGRESS and the
-# assignment is open (the same test as the admin views; ix_job_assignments_live_worker).
-RUNNING_ASSIGNMENTS = """
-    FROM job_assignments a
-    JOIN jobs j ON j.id = a.job_id AND j.attempt = a.attempt AND j.status = 'IN_PROGRESS'
-    WHERE a.completed_at IS NULL"""
 
 
 def _pool(row: Any) -> dict[str, Any]:
@@ -182,57 +176,6 @@ def queue_depths(conn: Connection) -> dict[str, dict[str, int]]:
     included (the admin queue view's grouped statement; no cap on the counts)."""
     return {s.type: {"pending": s.pending, "scheduled": s.scheduled, "in_progress": s.in_progress}
             for s in queue_stats(conn, job_type_names())}
-
-
-_LIVE_WORKERS = text(f"""
-    SELECT w.id, w.name, w.attributes ->> 'pool' AS pool, w.attributes ->> 'revision' AS revision,
-           w.attributes ->> 'launch_id' AS launch_id, w.ecs_task_arn, w.pid, w.hostname, w.job_types,
-           w.concurrency, coalesce(r.running, 0) AS running_jobs, w.draining, w.started_at, w.last_heartbeat_at
-    FROM workers w
-    LEFT JOIN (
-        SELECT a.worker_id, count(*) AS running {RUNNING_ASSIGNMENTS}
-        GROUP BY a.worker_id
-    ) r ON r.worker_id = w.id
-    WHERE w.stopped_at IS NULL AND w.last_heartbeat_at > now() - make_interval(secs => :live_after_s)
-    ORDER BY w.id
-""")
-
-
-def live_workers(conn: Connection, live_after_s: float) -> list[dict[str, Any]]:
-    """Workers not stopped and heard from (a heartbeat or a claim) within ``live_after_s``, with
-    their running job count (``Settings.worker_lost_after_s``)."""
-    rows = conn.execute(_LIVE_WORKERS, {"live_after_s": live_after_s}).mappings().all()
-    return [dict(r) | {"job_types": list(r["job_types"])} for r in rows]
-
-
-# The idle test sits in the UPDATE's WHERE: a worker whose claim committed first keeps its job
-# and is not drained. (A claim still in flight can land after this; that worker then drains
-# busy, which loses nothing: it finishes its job and exits.)
-_DRAIN = text(f"""
-    UPDATE workers w SET draining = true
-    WHERE w.id = ANY(CAST(:ids AS bigint[])) AND w.stopped_at IS NULL
-      AND (NOT :only_idle OR NOT EXISTS (SELECT 1 {RUNNING_ASSIGNMENTS} AND a.worker_id = w.id))
-    RETURNING w.id
-""")
-
-
-_LOCK_WORKERS = text("""
-    SELECT id FROM workers WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE
-""")
-
-
-def drain_workers(conn: Connection, worker_ids: list[int], only_idle: bool) -> list[int]:
-    """Tell these workers to drain (with ``only_idle``, only those running no job); the drained ids.
-
-    The rows are locked first, waiting for claims in flight (they share-lock their worker's row,
-    api/workers/service.py); the UPDATE is a new statement, so under READ COMMITTED it sees the
-    jobs those claims took and leaves their workers alone.
-    """
-    conn.execute(_LOCK_WORKERS, {"ids": sorted(set(worker_ids))})
-    ids = sorted(int(i) for i in conn.execute(_DRAIN, {"ids": sorted(set(worker_ids)), "only_idle": only_idle})
-                 .scalars().all())
-    notify_workers(conn, ids)  # their parked claims answer "drain" now, not when their wait ends
-    return ids
 
 
 # --- decisions -------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from api.fleet.lease import current_lease
-from api.fleet.service import list_pools, live_workers, queue_depths
+from api.fleet.service import list_pools, queue_depths
+from api.queue.workers import live_workers
 
 #: Decisions shown per pool, newest first.
 RECENT_DECISIONS = 20

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import posixpath
-import re
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from jobtypes.protocol import ATTEMPT_PREFIX
 from storage import Storage
 
 #: Deflating one chunk takes a few milliseconds of CPU, during which (under gevent) no other
 #: request of the process runs; after each, the stream yields to them (``time.sleep(0)``).
 CHUNK_BYTES = 256 * 1024
-_ATTEMPT_PREFIX = re.compile(r"^jobs/\d+/attempt-\d+/")
 #: Already-compressed formats are stored as they are; deflating them again costs CPU for nothing.
 _STORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gz", ".fz", ".zip", ".bz2", ".xz")
 
@@ -43,8 +42,8 @@ class _Sink:
 
 
 def member_name(key: str) -> str:
-    """A file's name inside the archive: its path below ``jobs/<id>/attempt-<n>/``."""
-    return _ATTEMPT_PREFIX.sub("", key) or posixpath.basename(key)
+    """A file's name inside the archive: its path below the attempt's prefix (``ATTEMPT_PREFIX``)."""
+    return ATTEMPT_PREFIX.sub("", key) or posixpath.basename(key)
 
 
 def zip_stream(storage: Storage, files: Iterable[dict[str, Any]]) -> Iterator[bytes]:

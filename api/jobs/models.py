@@ -1,8 +1,15 @@
-"""Jobs, the submissions that point at them, their attempts (assignments) and results."""
+"""Jobs, the submissions that joined them, and their attempts' history (with the result).
+
+The live attempt sits on the job row itself (``lease_token``, ``worker_id``,
+``lease_expires_at``): a claim, a heartbeat and a report each update that one row, and an
+attempt leaves one row in ``job_attempts`` when it ends, carrying its outcome and result.
+From submission to SUCCEEDED a job costs four row writes: insert, claim, report, history.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, SmallInteger, String, Text, func, text
@@ -32,7 +39,12 @@ _status_type = Enum(
 
 
 class Job(Base):
-    """One unit of work. ``attempt`` is the current attempt; assignments fence on it."""
+    """One unit of work, with its live attempt's lease while IN_PROGRESS.
+
+    ``lease_token`` fences the live attempt: a random UUID drawn at each claim, so a token is
+    never handed out twice, even when a crash rolls back a claim whose answer the worker got
+    (claims commit asynchronously); ``attempt`` only counts, for people and retry limits.
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -49,6 +61,9 @@ class Job(Base):
         Index("ix_jobs_finished_at", "finished_at",
               postgresql_where=text("finished_at IS NOT NULL")),
         Index(None, "user_id", "created_at"),
+        # Live leases, per worker (drain, the admin views) and all of them (the rescuer's scan).
+        # lease_expires_at is deliberately not indexed, so a heartbeat is a HOT update.
+        Index("ix_jobs_running_worker", "worker_id", postgresql_where=text("status = 'IN_PROGRESS'")),
         CheckConstraint(f"priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY}", name="priority_range"),
         CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempt_bounds"),
         {"postgresql_with": QUEUE_TABLE_STORAGE},
@@ -73,10 +88,24 @@ class Job(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+    #: The live attempt while IN_PROGRESS (afterwards, the last one's): its fence token, worker,
+    #: lease and last heartbeat.
+    lease_token: Mapped[uuid.UUID | None]
+    #: Not a foreign key (workers' rows are never deleted): a claim pays no referential check.
+    worker_id: Mapped[int | None]
+    lease_expires_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]
+    #: The submission that created the job: its id (from the ``job_requests`` sequence, so every
+    #: submission's id is unique) and its callback. Later submissions that join it, or reuse
+    #: its result, are rows of ``job_requests``.
+    request_id: Mapped[int] = mapped_column(server_default=text("nextval('job_requests_id_seq')"))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_token: Mapped[str | None] = mapped_column(Text)
 
 
 class JobRequest(Base):
-    """One submission. Several may share a job (joined an active one, or reused a cached result)."""
+    """A submission that joined an active job or reused a finished one's result (the one that
+    created a job is recorded on the job row)."""
 
     __tablename__ = "job_requests"
     __table_args__ = (Index(None, "user_id", "job_id"), Index(None, "job_id"))
@@ -84,7 +113,7 @@ class JobRequest(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    #: "created", "joined" (an identical job was active) or "cached" (a finished result was reused).
+    #: "joined" (an identical job was active) or "cached" (a finished result was reused).
     origin: Mapped[str] = mapped_column(String(16))
     #: Each submission has its own callback: POSTed to ``{callback_url}/{job_id}`` when the job ends.
     callback_url: Mapped[str | None] = mapped_column(Text)
@@ -92,48 +121,36 @@ class JobRequest(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
-class JobAssignment(Base):
-    """One attempt of a job by one worker, with its lease."""
+class JobAttempt(Base):
+    """One attempt of a job, written once when it ends, with its outcome and result."""
 
-    __tablename__ = "job_assignments"
+    __tablename__ = "job_attempts"
     __table_args__ = (
-        Index(None, "job_id", "attempt", unique=True),
-        # Live leases only: the rescuer scans them all (a fleet's worth of rows). expires_at is
-        # deliberately not indexed, so a heartbeat's extension is a HOT update.
-        Index("ix_job_assignments_live_worker", "worker_id", postgresql_where=text("completed_at IS NULL")),
-        {"postgresql_with": QUEUE_TABLE_STORAGE},
+        Index(None, "job_id", "attempt"),
+        # Exactly one accepted completion per job, enforced by the database too.
+        Index("uq_job_attempts_succeeded", "job_id", unique=True, postgresql_where=text("outcome = 'SUCCEEDED'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"))
     attempt: Mapped[int]
-    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
-    expires_at: Mapped[dt.datetime]
-    heartbeat_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
-    storage_uri: Mapped[str | None] = mapped_column(Text)
-    completed_at: Mapped[dt.datetime | None]
-    #: SUCCEEDED, FAILED, CANCELLED, EXPIRED or RELEASED once completed.
-    outcome: Mapped[str | None] = mapped_column(String(16))
-
-
-class JobResult(Base):
-    """What a successful attempt produced."""
-
-    __tablename__ = "job_results"
-    __table_args__ = (Index(None, "job_id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    assignment_id: Mapped[int] = mapped_column(
-        ForeignKey("job_assignments.id", ondelete="CASCADE"), unique=True
-    )
+    lease_token: Mapped[uuid.UUID | None]
+    worker_id: Mapped[int | None]
+    started_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]
+    #: When its lease ran (or would have run) out.
+    lease_expires_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    #: SUCCEEDED, FAILED, CANCELLED, EXPIRED (lease lapsed) or RELEASED (handed back).
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[dict[str, Any] | None]
+    #: What a successful attempt produced: its payload and output files
+    #: ([{"key", "size", "sha256", "content_type", "name"}]).
     result_payload: Mapped[dict[str, Any] | None]
     storage_uri: Mapped[str | None] = mapped_column(Text)
-    #: Output files: [{"key", "size", "sha256", "content_type"}].
-    files: Mapped[dict[str, Any] | None]
+    files: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    #: False once the result may no longer be reused by identical submissions.
     cache_valid: Mapped[bool] = mapped_column(server_default=text("true"))
-    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
 class IdempotencyKey(Base):

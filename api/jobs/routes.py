@@ -17,7 +17,7 @@ from api.envelope import envelope, ok
 from api.errors import Conflict, ValidationFailed
 from api.files.routes import download_entry
 from api.files.schemas import DownloadSchema
-from api.jobs import idempotency, service
+from api.jobs import idempotency
 from api.jobs.archive import zip_stream
 from api.jobs.inputs import check_inputs, link_job_files
 from api.jobs.limits import check_submission, limits_for
@@ -32,6 +32,7 @@ from api.jobs.schemas import (
     SubmittedJobSchema,
 )
 from api.pagination import pagination
+from api.queue import jobs as queue_jobs
 from api.queue.submit import NewJob, Submitted, cancel_job, enqueue_jobs
 from jobtypes import get_job_type
 from storage.netguard import ForbiddenAddress
@@ -118,7 +119,7 @@ def _answer(answer: idempotency.StoredAnswer, hash_: str, replayed: bool) -> Ans
     if replayed:
         idempotency.check_same_request(answer, hash_)
     with ctx().transaction() as conn:
-        jobs = service.get_jobs(conn, [s.job_id for s in answer.submitted])
+        jobs = queue_jobs.get_jobs(conn, [s.job_id for s in answer.submitted])
     gone = sorted({s.job_id for s in answer.submitted} - jobs.keys())
     if gone:
         # Only a finished job can be deleted: a replay after a DELETE, or a reused result deleted at once.
@@ -146,7 +147,7 @@ class Jobs(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List the jobs you submitted (admins: everyone's), newest first; ``meta.pagination``."""
         with ctx().transaction() as conn:
-            jobs, total = service.list_jobs(conn, caller(), args["page"], args["limit"], args["status"],
+            jobs, total = queue_jobs.list_jobs(conn, caller(), args["page"], args["limit"], args["status"],
                                             args["type"], args["sort"], args["created_after"],
                                             args["created_before"], args["user_id"])
         return ok(jobs, {"pagination": pagination(args["page"], args["limit"], total)})
@@ -207,7 +208,7 @@ class JobDetail(MethodView):
         """A job's status, progress and error. Send ``If-None-Match`` with the last ETag: 304
         while nothing changed."""
         with ctx().transaction() as conn:
-            return ok(service.get_visible_job(conn, caller(), job_id))
+            return ok(queue_jobs.get_visible_job(conn, caller(), job_id))
 
     @require_roles(*SUBMITTERS)
     @blp.response(200, envelope(JobDeletedSchema))
@@ -218,7 +219,7 @@ class JobDetail(MethodView):
         """Delete a finished job's data: its record, result and output files."""
         c = ctx()
         with c.transaction() as conn:
-            prefix = service.delete_job(conn, caller(), job_id)
+            prefix = queue_jobs.delete_job(conn, caller(), job_id)
         return ok({"id": job_id, "deleted_objects": c.storage.delete_prefix(prefix)})
 
 
@@ -233,9 +234,9 @@ class JobCancel(MethodView):
         """Cancel a job: a pending one at once; a running one is stopped by its worker
         (``cancel_requested`` is true until it is CANCELLED)."""
         with ctx().transaction() as conn:
-            service.get_visible_job(conn, caller(), job_id)
+            queue_jobs.get_visible_job(conn, caller(), job_id)
             cancel_job(conn, job_id)
-            return ok(service.get_visible_job(conn, caller(), job_id))
+            return ok(queue_jobs.get_visible_job(conn, caller(), job_id))
 
 
 @blp.route("/<int:job_id>/result")
@@ -247,16 +248,16 @@ class JobResult(MethodView):
     def get(self, job_id: int) -> dict[str, Any]:
         """The result payload and output files of a job that succeeded."""
         with ctx().transaction() as conn:
-            return ok(service.get_result(conn, caller(), job_id))
+            return ok(queue_jobs.get_result(conn, caller(), job_id))
 
 
 def _outputs(job_id: int) -> list[dict[str, Any]]:
     with ctx().transaction() as conn:
-        job = service.get_visible_job(conn, caller(), job_id)
+        job = queue_jobs.get_visible_job(conn, caller(), job_id)
         if job["status"] != "SUCCEEDED":
             raise Conflict(f"job {job_id} is {job['status']}; outputs exist once it has SUCCEEDED",
                            details={"status": job["status"]})
-        files: list[dict[str, Any]] = service.get_result(conn, caller(), job_id)["files"] or []
+        files: list[dict[str, Any]] = queue_jobs.get_result(conn, caller(), job_id)["files"] or []
     return files
 
 

@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from api.jobs.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from api.pagination import PageArgs
+from api.queue.jobs import SORTABLE
 from api.validation import ApiSchema
 from jobtypes import JobStatus, get_job_type, job_type_names
 
@@ -141,7 +142,6 @@ class JobDeletedSchema(ApiSchema):
     deleted_objects = fields.Integer(required=True, metadata={"description": "Output objects removed."})
 
 
-SORTABLE = ("created_at", "updated_at", "priority", "id")
 
 
 class JobListArgs(PageArgs):

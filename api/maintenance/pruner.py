@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from api.fleet.service import DECISION_RETENTION_S, DECISIONS_KEPT_PER_POOL, prune_decisions
 from api.jobs.idempotency import IDEMPOTENCY_KEY_TTL_S, prune_keys
+from api.queue.jobs import prune_finished
 from api.ratelimit.service import prune_counters
 from storage import Storage, StorageError
 
@@ -35,19 +36,6 @@ class PrunerConfig:
     idempotency_key_ttl_s: float = IDEMPOTENCY_KEY_TTL_S
 
 
-# Requests, assignments and results go with their job (ON DELETE CASCADE). Only a job that
-# was claimed (attempt > 0) can have written outputs.
-_PRUNE = text("""
-    DELETE FROM jobs WHERE id IN (
-        SELECT id FROM jobs
-        WHERE finished_at IS NOT NULL
-          AND finished_at < now() - make_interval(secs => :age_s)
-          AND status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
-        ORDER BY finished_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED)
-    RETURNING id, attempt > 0 AS ran
-""")
 
 
 class Pruner:
@@ -69,7 +57,7 @@ class Pruner:
         total = 0
         for _ in range(self.config.max_batches):
             with self.engine.begin() as conn:
-                rows = conn.execute(_PRUNE, {"age_s": age_s, "limit": self.config.batch_size}).all()
+                rows = prune_finished(conn, age_s, self.config.batch_size)
             deleted = len(rows)
             # After the commit: a crash in between leaves unreferenced objects, never a result
             # whose files are gone.

@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from api.queue.leases import mark_lapsed_workers, rescue_expired
+from api.queue.workers import mark_lost_workers
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,6 @@ class RescueResult:
     workers_lost: int
     #: True when the pass did nothing because the grace after an outage is still running.
     held_off: bool = False
-
-
-_MARK_LOST_WORKERS = text("""
-    UPDATE workers SET stopped_at = now()
-    WHERE stopped_at IS NULL AND last_heartbeat_at < now() - make_interval(secs => :after_s)
-""")
 
 
 class Rescuer:
@@ -89,7 +84,7 @@ class Rescuer:
         with self.engine.begin() as conn:
             rescued = rescue_expired(conn, self.config.batch_size)
         with self.engine.begin() as conn:
-            lost = conn.execute(_MARK_LOST_WORKERS, {"after_s": self.config.lost_worker_after_s}).rowcount
+            lost = mark_lost_workers(conn, self.config.lost_worker_after_s)
         self._passed()
         for job_id, job_type, status in rescued:
             log.info("lease expired", extra={"job_id": job_id, "type": job_type, "status": status})

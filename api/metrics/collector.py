@@ -5,7 +5,7 @@ gunicorn processes and API replicas by construction: whichever process a scrape 
 answers the same. (Keeping such gauges in process memory would need every process to see
 every change; reading them when asked needs nothing.)
 
-A scrape costs the grouped statements of api/admin/queues_service.py (pending jobs, live
+A scrape costs the grouped statements of api/queue/views.py (pending jobs, live
 leases, jobs finished in the last minute, live workers; each has a partial index):
 milliseconds for a queue of thousands. Counting a million pending jobs took about half a
 second on the 2-core development machine, fine for a scrape every 15 s or more.
@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.admin.queues_service import queue_stats, worker_counts
 from api.metrics.process import scrape_registry
+from api.queue.views import queue_stats, worker_counts
 from jobtypes import job_type_names
 
 log = logging.getLogger(__name__)

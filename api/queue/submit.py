@@ -1,10 +1,12 @@
-"""Enqueue and cancel.
+"""Enqueue and cancel (statements in sql/jobs.sql).
 
 Duplicate active submissions of one user are stopped by the unique partial index
 ``uq_jobs_active_input`` (user_id, type, input_hash) WHERE status is active: the insert is
 ``ON CONFLICT DO NOTHING`` and the loser joins the winner's job. No check-then-insert.
-Callbacks belong to the submission (``job_requests``); the ``jobs_changed`` trigger writes
-the outbox when a job ends, and this module writes it for submissions that reuse a result.
+Callbacks belong to the submission: the creator's is on the job row, a later submission that
+joins the job or reuses its result has a ``job_requests`` row of its own. The ``jobs_changed``
+trigger writes the outbox when a job ends, and this module writes it for submissions that
+reuse a result. A plain submission writes one row: its job.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from api.errors import Conflict, NotFound
 from api.queue import NOTIFY_CHANNEL
+from api.queue.sql import Q
 from jobtypes import JobStatus
 
 #: A concurrent finish can free a dedup slot between our insert and our lookup; retry this often.
@@ -62,66 +65,12 @@ class Submitted:
     origin: str
 
 
-_FIND_CACHED = text("""
-    SELECT DISTINCT ON (j.type, j.input_hash) j.type, j.input_hash, j.id
-    FROM jobs j
-    JOIN job_results r ON r.job_id = j.id AND r.cache_valid
-    WHERE j.status = 'SUCCEEDED' AND j.user_id = :user_id
-      AND (j.type, j.input_hash) IN (
-          SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
-    ORDER BY j.type, j.input_hash, j.finished_at DESC
-""")
-
-_INSERT_JOBS = text("""
-    INSERT INTO jobs (type, input_payload, input_hash, priority, run_after, max_attempts, user_id)
-    SELECT t, p, h, pr, coalesce(ra, now()), ma, :user_id
-    FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
-                CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
-                CAST(:max_attempts AS int[]))
-         AS n(t, p, h, pr, ra, ma)
-    ON CONFLICT (user_id, type, input_hash) WHERE status IN ('PENDING', 'IN_PROGRESS') DO NOTHING
-    RETURNING type, input_hash, id, run_after <= now() AS due
-""")
-
-# FOR SHARE: the joined job cannot finish before this submission commits, so the trigger that
-# writes callbacks when it does finish sees this submission's row.
-_FIND_ACTIVE = text("""
-    SELECT type, input_hash, id FROM jobs
-    WHERE status IN ('PENDING', 'IN_PROGRESS') AND user_id = :user_id
-      AND (type, input_hash) IN (
-          SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
-    FOR SHARE
-""")
-
-_INSERT_REQUESTS = text("""
-    INSERT INTO job_requests (job_id, user_id, origin, callback_url, callback_token)
-    SELECT j, :user_id, o, cu, ct
-    FROM unnest(CAST(:job_ids AS bigint[]), CAST(:origins AS text[]), CAST(:callback_urls AS text[]),
-                CAST(:callback_tokens AS text[])) AS r(j, o, cu, ct)
-    RETURNING id
-""")
-
-# A submission that reused a finished result gets its callback now (no transition will fire it).
-_CALLBACKS_FOR_FINISHED = text("""
-    INSERT INTO callback_deliveries (job_id, job_request_id, url, job_status)
-    SELECT r.job_id, r.id, r.callback_url, j.status
-    FROM job_requests r JOIN jobs j ON j.id = r.job_id
-    WHERE r.id = ANY(CAST(:request_ids AS bigint[])) AND r.callback_url IS NOT NULL
-      AND j.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
-""")
-
-_NOTIFY_ARRIVALS = text("""
-    SELECT pg_notify(:channel, t || ':' || n) FROM unnest(CAST(:types AS text[]), CAST(:counts AS int[])) AS x(t, n)
-""")
-_NOTIFY_WORKERS = text("SELECT pg_notify(:channel, 'worker:' || w) FROM unnest(CAST(:ids AS bigint[])) AS w")
-
-
 def notify_arrivals(conn: Connection, counts: Mapping[str, int]) -> None:
     """Tell the API processes, at commit, how many jobs of each type became claimable (or
     were scheduled: a waiter woken for a job not yet due learns when it is and waits for it)."""
     types = sorted(t for t, n in counts.items() if n > 0)
     if types:
-        conn.execute(_NOTIFY_ARRIVALS, {"channel": NOTIFY_CHANNEL, "types": types,
+        conn.execute(Q.notify_arrivals, {"channel": NOTIFY_CHANNEL, "types": types,
                                         "counts": [counts[t] for t in types]})
 
 
@@ -129,7 +78,7 @@ def notify_workers(conn: Connection, worker_ids: Iterable[int]) -> None:
     """Wake these workers' parked claims at commit (they were drained: they must hear it now)."""
     ids = sorted(set(worker_ids))
     if ids:
-        conn.execute(_NOTIFY_WORKERS, {"channel": NOTIFY_CHANNEL, "ids": ids})
+        conn.execute(Q.notify_workers, {"channel": NOTIFY_CHANNEL, "ids": ids})
 
 
 def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Submitted]:
@@ -141,10 +90,11 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
     """
     keys = [job.key for job in jobs]
     resolved: dict[tuple[str, str], tuple[int, str]] = {}
+    created: dict[tuple[str, str], int] = {}  # key → the creating submission's request id
 
     cacheable = [key for job, key in zip(jobs, keys, strict=True) if job.use_cache]
     if cacheable:
-        rows = conn.execute(_FIND_CACHED, _key_params(cacheable) | {"user_id": user_id}).all()
+        rows = conn.execute(Q.find_cached, _key_params(cacheable) | {"user_id": user_id}).all()
         resolved.update({(t, h): (job_id, "cached") for t, h, job_id in rows})
 
     due: Counter[str] = Counter()
@@ -152,33 +102,42 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
         todo = _first_per_key(jobs, keys, resolved)
         if not todo:
             break
-        inserted = conn.execute(_INSERT_JOBS, _insert_params(user_id, todo)).all()
-        for t, h, job_id, is_due in inserted:
+        inserted = conn.execute(Q.insert_jobs, _insert_params(user_id, todo)).all()
+        for t, h, job_id, request_id, is_due in inserted:
             resolved[(t, h)] = (job_id, "created")
+            created[(t, h)] = request_id
             due[t] += 1 if is_due else 0
         missing = [job.key for job in todo if job.key not in resolved]
         if missing:
-            rows = conn.execute(_FIND_ACTIVE, _key_params(missing) | {"user_id": user_id}).all()
+            rows = conn.execute(Q.find_active, _key_params(missing) | {"user_id": user_id}).all()
             resolved.update({(t, h): (job_id, "joined") for t, h, job_id in rows})
     if _first_per_key(jobs, keys, resolved):
         raise Conflict("identical jobs kept finishing while this one was submitted; retry")
 
-    origins: list[str] = []
+    answers: list[Submitted | int] = []  # an int: the index into `others`, filled in below
+    others: list[tuple[NewJob, int, str]] = []  # submissions that joined or reused a job
     seen: set[tuple[str, str]] = set()
-    for key in keys:
+    for job, key in zip(jobs, keys, strict=True):
         job_id, origin = resolved[key]
-        # A repeat of a key inside the same batch joins the job its first copy made.
-        origins.append("joined" if origin == "created" and key in seen else origin)
+        if origin == "created" and key not in seen:
+            answers.append(Submitted(job_id, created[key], origin))
+        else:
+            # A repeat of a key inside the same batch joins the job its first copy made.
+            answers.append(len(others))
+            others.append((job, job_id, "joined" if origin == "created" else origin))
         seen.add(key)
-    job_ids = [resolved[key][0] for key in keys]
-    request_ids = conn.execute(_INSERT_REQUESTS, {
-        "user_id": user_id, "job_ids": job_ids, "origins": origins,
-        "callback_urls": [j.callback_url for j in jobs], "callback_tokens": [j.callback_token for j in jobs],
-    }).scalars().all()
-    if any(j.callback_url for j in jobs) and "cached" in origins:
-        conn.execute(_CALLBACKS_FOR_FINISHED, {"request_ids": list(request_ids)})
+    if others:
+        request_ids = conn.execute(Q.insert_requests, {
+            "user_id": user_id, "job_ids": [j for _, j, _ in others], "origins": [o for _, _, o in others],
+            "callback_urls": [n.callback_url for n, _, _ in others],
+            "callback_tokens": [n.callback_token for n, _, _ in others],
+        }).scalars().all()
+        if any(n.callback_url and o == "cached" for n, _, o in others):
+            conn.execute(Q.callbacks_for_finished, {"request_ids": list(request_ids)})
+        answers = [a if isinstance(a, Submitted) else Submitted(others[a][1], request_ids[a], others[a][2])
+                   for a in answers]
     notify_arrivals(conn, {t: max(n, 1) for t, n in due.items()})
-    return [Submitted(j, r, o) for j, r, o in zip(job_ids, request_ids, origins, strict=True)]
+    return [a for a in answers if isinstance(a, Submitted)]
 
 
 def _first_per_key(jobs: list[NewJob], keys: list[tuple[str, str]],
@@ -203,18 +162,9 @@ def _insert_params(user_id: int, jobs: list[NewJob]) -> dict[str, Any]:
         "priorities": [j.priority for j in jobs],
         "run_afters": [j.run_after for j in jobs],
         "max_attempts": [j.max_attempts for j in jobs],
+        "callback_urls": [j.callback_url for j in jobs],
+        "callback_tokens": [j.callback_token for j in jobs],
     }
-
-
-_CANCEL = text("""
-    UPDATE jobs SET
-        status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE status END,
-        finished_at = CASE WHEN status = 'PENDING' THEN now() ELSE finished_at END,
-        cancel_requested = true,
-        updated_at = now()
-    WHERE id = :job_id AND status IN ('PENDING', 'IN_PROGRESS')
-    RETURNING status
-""")
 
 
 def cancel_job(conn: Connection, job_id: int) -> JobStatus:
@@ -224,10 +174,10 @@ def cancel_job(conn: Connection, job_id: int) -> JobStatus:
     acknowledges (told through the heartbeat answer) or its lease lapses; either way it
     ends CANCELLED. Cancelling a cancelled job is a no-op; any other finished job is a 409.
     """
-    status = conn.execute(_CANCEL, {"job_id": job_id}).scalar_one_or_none()
+    status = conn.execute(Q.cancel, {"job_id": job_id}).scalar_one_or_none()
     if status is not None:
         return JobStatus(status)
-    current = conn.execute(text("SELECT status FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one_or_none()
+    current = conn.execute(Q.job_status, {"job_id": job_id}).scalar_one_or_none()
     if current is None:
         raise NotFound(f"job {job_id} not found")
     if current == JobStatus.CANCELLED:

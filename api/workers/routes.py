@@ -8,6 +8,7 @@ from the same types (:func:`protocol_doc`).
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from api.errors import StaleAttempt, ValidationFailed
 from api.hardening import json_body
 from api.metrics import samples as metric_samples
 from api.openapi import PROTOCOL_REF
+from api.queue import workers
 from api.queue.leases import extend_leases, release_attempts, report_attempts
 from api.serving import hung_up
 from api.workers import service
@@ -73,7 +75,7 @@ class Workers(MethodView):
         body = _read(protocol.Register)
         c = ctx()
         with c.transaction() as conn:
-            worker = service.register_worker(conn, caller().user_id, body)
+            worker = workers.register_worker(conn, caller().user_id, body)
         s = c.settings
         return ok(protocol.dump(protocol.Registered(
             id=worker["id"], name=worker["name"], job_types=list(worker["job_types"]),
@@ -118,13 +120,15 @@ class Heartbeat(MethodView):
         """Extend the leases of the listed running jobs; answers which to stop and whether to drain."""
         body = _read(protocol.Heartbeat)
         c = ctx()
-        running = [(j.job_id, j.attempt) for j in body.jobs]
-        progress = {(j.job_id, j.attempt): protocol.dump(j.progress) for j in body.jobs if j.progress}
+        held = service.held_from(body.jobs)
+        progress = {str(j.token): protocol.dump(j.progress) for j in body.jobs if j.progress}
         with c.transaction() as conn:
-            worker = service.touch_worker(conn, worker_id, caller().user_id, seen=True)
-            live = extend_leases(conn, worker_id, running, c.settings.lease_s, progress)
+            # A lost heartbeat commit only shortens a lease: it commits asynchronously.
+            worker = workers.touch_worker(conn, worker_id, caller().user_id, seen=True, durable=False)
+            live = extend_leases(conn, worker_id, held, c.settings.lease_s, progress)
         return ok(protocol.dump(protocol.HeartbeatAnswer(
-            stop=[protocol.Stop(job_id=j, attempt=a, reason=r) for j, a, r in live.stop],
+            stop=[protocol.Stop(job_id=h.job_id, attempt=h.attempt, token=uuid.UUID(h.token), reason=why)
+                  for h, why in live.stop],
             drain=worker.draining, lease_expires_at=live.lease_expires_at)))
 
 
@@ -139,7 +143,7 @@ class Results(MethodView):
         body = _read(protocol.Results)
         c = ctx()
         with c.claim_transaction() as conn:
-            service.touch_worker(conn, worker_id, caller().user_id)
+            workers.touch_worker(conn, worker_id, caller().user_id)
             outcomes = report_attempts(conn, worker_id, service.reports_from(body.results))
         metric_samples.record(outcomes=outcomes)
         views = [protocol.dump(service.outcome_message(o)) for o in outcomes]
@@ -156,8 +160,8 @@ class Release(MethodView):
         """Give running jobs back to the queue at once (a worker shutting down); not counted as attempts."""
         body = _read(protocol.Release)
         with ctx().transaction() as conn:
-            service.touch_worker(conn, worker_id, caller().user_id)
-            released = release_attempts(conn, worker_id, [(j.job_id, j.attempt) for j in body.jobs])
+            workers.touch_worker(conn, worker_id, caller().user_id)
+            released = release_attempts(conn, worker_id, service.held_from(body.jobs))
         return ok(protocol.dump(protocol.Released(released=[job_id for job_id, _, _ in released])))
 
 
@@ -169,5 +173,5 @@ class Deregister(MethodView):
     def post(self, worker_id: int) -> dict[str, Any]:
         """The worker is exiting: mark it stopped (release its jobs first)."""
         with ctx().transaction() as conn:
-            service.stop_worker(conn, worker_id, caller().user_id)
+            workers.stop_worker(conn, worker_id, caller().user_id)
         return ok({})

@@ -1,21 +1,19 @@
-"""Worker registration and the long-polling claim around the queue engine."""
+"""The long-polling claim around the queue engine, and the worker protocol's messages to and from it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, text
 
 from api.context import AppContext
-from api.errors import NotFound, StaleAttempt, WorkerGone
+from api.errors import StaleAttempt
 from api.queue.leases import (
     ClaimedJob,
+    Held,
     Report,
     ReportOutcome,
     claim_jobs,
@@ -24,81 +22,23 @@ from api.queue.leases import (
     report_attempts,
 )
 from api.queue.wakeup import FAN_OUT, Waiter
+from api.queue.workers import WorkerRow, touch_worker
 from jobtypes import CATALOGUE, protocol
 
 #: Long polls at least this long are shortened at random (see :func:`long_poll_claim`).
 JITTER_FROM_S = 5.0
 
 
-@dataclass(frozen=True)
-class WorkerRow:
-    id: int
-    job_types: list[str]
-    draining: bool
-    #: When a lease of this worker last lapsed, and the database's time of the read.
-    lapsed_at: dt.datetime | None
-    read_at: dt.datetime
-
-
-def register_worker(conn: Connection, user_id: int, body: protocol.Register) -> dict[str, Any]:
-    row = conn.execute(
-        text("""INSERT INTO workers (name, user_id, hostname, pid, ecs_task_arn, ecs_cluster_arn,
-                                     job_types, concurrency, attributes)
-                VALUES (:name, :user_id, :hostname, :pid, :ecs_task_arn, :ecs_cluster_arn,
-                        CAST(:job_types AS varchar(64)[]), :concurrency, :attributes)
-                RETURNING id, name, job_types, concurrency"""),
-        {"name": body.name, "user_id": user_id, "hostname": body.hostname, "pid": body.pid,
-         "ecs_task_arn": body.ecs_task_arn, "ecs_cluster_arn": body.ecs_cluster_arn, "job_types": body.job_types,
-         "concurrency": body.concurrency, "attributes": None if body.attributes is None else Jsonb(body.attributes)},
-    ).mappings().one()
-    return dict(row)
-
-
-_WORKER = """
-    SELECT id, job_types, draining, stopped_at, lapsed_at, now() AS read_at,
-           extract(epoch FROM now() - last_heartbeat_at)::float8 AS silent_s
-    FROM workers WHERE id = :worker_id AND user_id = :user_id
-"""
-_READ = text(_WORKER)
-# A claim holds a lock on its worker's row (share, or no-key update) until it commits, and a
-# drain (api/fleet) takes the row's update lock before it looks for running jobs: so either the
-# claim sees ``draining`` and takes nothing, or the drain waits for the claim and sees its jobs.
-_READ_SHARED = text(_WORKER + "FOR SHARE")
-# A claim that may record the worker as seen takes the row's update lock from the start: a share
-# lock upgraded later deadlocks with a heartbeat queued for the row in between.
-_READ_FOR_UPDATE = text(_WORKER + "FOR NO KEY UPDATE")
-_SEEN = text("UPDATE workers SET last_heartbeat_at = now() WHERE id = :worker_id")
-#: A heartbeat or a claim records the worker as seen when the last record is older than this:
-#: well inside ``Settings.worker_lost_after_s``, and a busy fleet's requests do not each rewrite
-#: its row.
-SEEN_EVERY_S = 10.0
-
-
-def touch_worker(conn: Connection, worker_id: int, user_id: int, seen: bool = False,
-                 claiming: bool = False) -> WorkerRow:
-    """The caller's worker; 404 unless it is this service account's, 409 if it was stopped.
-
-    ``seen`` (a heartbeat, a claim's first pass: an idle worker sends only claims) records that
-    the worker is alive (``last_heartbeat_at``) when the last record is older than
-    :data:`SEEN_EVERY_S`. ``claiming`` locks the row for the rest of the transaction (see
-    ``_READ_SHARED``).
-    """
-    statement = (_READ_FOR_UPDATE if seen else _READ_SHARED) if claiming else _READ
-    row = conn.execute(statement, {"worker_id": worker_id, "user_id": user_id}).one_or_none()
-    if row is None:
-        raise NotFound(f"worker {worker_id} not found")
-    if row.stopped_at is not None:
-        raise WorkerGone(f"worker {worker_id} was stopped or declared lost; register again")
-    if seen and row.silent_s >= SEEN_EVERY_S:
-        conn.execute(_SEEN, {"worker_id": worker_id})
-    return WorkerRow(row.id, list(row.job_types), row.draining, row.lapsed_at, row.read_at)
+def held_from(jobs: list[protocol.RunningJob]) -> list[Held]:
+    """The attempts a worker says it holds → the queue engine's."""
+    return [Held(job_id=j.job_id, token=str(j.token), attempt=j.attempt) for j in jobs]
 
 
 def reports_from(reports: list[protocol.Report]) -> list[Report]:
     """The worker's reports → the queue engine's."""
     return [
         Report(
-            job_id=r.job_id, attempt=r.attempt, outcome=r.status, result_payload=r.result_payload,
+            job_id=r.job_id, token=str(r.token), attempt=r.attempt, outcome=r.status, result_payload=r.result_payload,
             storage_uri=r.storage_uri, files=None if r.files is None else [protocol.dump(f) for f in r.files],
             error=None if r.error is None else {"code": r.error.code, "message": r.error.message},
             permanent=bool(r.error and r.error.permanent),
@@ -111,7 +51,8 @@ _STALE = {"code": StaleAttempt.code, "message": (StaleAttempt.__doc__ or "").str
 
 
 def outcome_message(outcome: ReportOutcome) -> protocol.Outcome:
-    return protocol.Outcome(job_id=outcome.job_id, attempt=outcome.attempt, accepted=outcome.accepted,
+    return protocol.Outcome(job_id=outcome.job_id, attempt=outcome.attempt, token=uuid.UUID(outcome.token),
+                            accepted=outcome.accepted,
                             status=outcome.status, error=None if outcome.accepted else _STALE)
 
 
@@ -157,7 +98,9 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
         while True:
             with c.claim_transaction() as conn:
                 # Every pass re-reads the worker: one drained while it waited must not get work.
-                worker = touch_worker(conn, worker_id, user_id, seen=waiter is None, claiming=True)
+                # Reports commit durably; a claim alone asynchronously (its jobs would run again).
+                worker = touch_worker(conn, worker_id, user_id, seen=waiter is None, claiming=True,
+                                      durable=bool(reports) and waiter is None)
                 if waiter is None:
                     started_at = worker.read_at
                     if reports:
@@ -182,7 +125,7 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
                 if client_gone():
                     # The worker gave up on this request (its timeout, or it died) while the claim
                     # ran: nobody would run these jobs until their leases lapsed. Hand them back.
-                    _give_back(c, worker_id, jobs)
+                    _give_back(c, worker_id, user_id, jobs)
                     return ClaimAnswer([], False, reported)
                 if due_turn and len(jobs) >= limit:  # more may have fallen due at once
                     for job_type in {j.type for j in jobs}:
@@ -200,10 +143,11 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
             c.hub.leave(waiter)
 
 
-def _give_back(c: AppContext, worker_id: int, jobs: list[ClaimedJob]) -> None:
+def _give_back(c: AppContext, worker_id: int, user_id: int, jobs: list[ClaimedJob]) -> None:
     """Release jobs claimed for a client that is gone (not counted as attempts)."""
     with c.claim_transaction() as conn:
-        release_attempts(conn, worker_id, [(j.job_id, j.attempt) for j in jobs])
+        touch_worker(conn, worker_id, user_id, durable=False)
+        release_attempts(conn, worker_id, [Held(j.job_id, j.token, j.attempt) for j in jobs])
 
 
 def _lapsed_since(worker: WorkerRow, started_at: dt.datetime | None) -> bool:
@@ -243,18 +187,8 @@ def _park(c: AppContext, waiter: Waiter, deadline: float, due_at: dt.datetime | 
 def claimed_message(job: ClaimedJob) -> protocol.ClaimedJob:
     job_type = CATALOGUE.get(job.type)
     return protocol.ClaimedJob(
-        job_id=job.job_id, assignment_id=job.assignment_id, type=job.type, attempt=job.attempt,
+        job_id=job.job_id, token=uuid.UUID(job.token), type=job.type, attempt=job.attempt,
         max_attempts=job.max_attempts, input_payload=job.input_payload, lease_expires_at=job.lease_expires_at,
         timeout_s=job_type.timeout_s if job_type else 0.0,
         input_files=[protocol.InputFile(**f) for f in job.input_files],
     )
-
-
-def stop_worker(conn: Connection, worker_id: int, user_id: int) -> None:
-    """Mark a worker stopped (it is exiting)."""
-    updated = conn.execute(
-        text("UPDATE workers SET stopped_at = coalesce(stopped_at, now()) WHERE id = :w AND user_id = :u"),
-        {"w": worker_id, "u": user_id},
-    ).rowcount
-    if not updated:
-        raise NotFound(f"worker {worker_id} not found")

@@ -2,7 +2,7 @@
 
 *Lost*: jobs that did not end SUCCEEDED. *Completed twice*: jobs whose result was accepted
 more than once — more than one attempt with outcome SUCCEEDED, or more than one
-``job_results`` row (a job that merely *ran* twice, because its lease lapsed, is counted in
+``job_attempts`` row that SUCCEEDED (a job that merely *ran* twice, because its lease lapsed, is counted in
 the attempts, not here). *Rescue delay*: for each attempt whose lease expired, from its
 ``expires_at`` to the ``created_at`` of the job's next attempt (outages included: a lease that
 lapsed while the API was down is rescued when it is back). *Drain after the last fault*: from
@@ -21,28 +21,43 @@ from bench.figures import percentile
 
 _STATUSES = "SELECT status, count(*) FROM jobs GROUP BY status"
 _SUCCEEDED_TWICE = """
-    SELECT count(*) FROM (SELECT job_id FROM job_assignments WHERE outcome = 'SUCCEEDED'
+    SELECT count(*) FROM (SELECT job_id FROM job_attempts WHERE outcome = 'SUCCEEDED'
                           GROUP BY job_id HAVING count(*) > 1) AS x
 """
-_RESULTS_TWICE = "SELECT count(*) FROM (SELECT job_id FROM job_results GROUP BY job_id HAVING count(*) > 1) AS x"
+# The results a job stored: one per succeeded attempt (the table's unique index allows no more).
+_RESULTS_TWICE = """
+    SELECT count(*) FROM (SELECT job_id FROM job_attempts WHERE result_payload IS NOT NULL
+                          GROUP BY job_id HAVING count(*) > 1) AS x
+"""
+# Attempts per job: the ended ones, and the live one of a job still running.
 _ATTEMPTS = """
-    SELECT n, count(*) FROM (SELECT j.id, count(a.id) AS n FROM jobs j
-                             LEFT JOIN job_assignments a ON a.job_id = j.id GROUP BY j.id) AS x
+    SELECT n, count(*) FROM (SELECT j.id, count(a.id) + (j.status = 'IN_PROGRESS')::int AS n FROM jobs j
+                             LEFT JOIN job_attempts a ON a.job_id = j.id GROUP BY j.id) AS x
     GROUP BY n ORDER BY n
 """
-_OUTCOMES = "SELECT coalesce(outcome, 'OPEN'), count(*) FROM job_assignments GROUP BY 1 ORDER BY 2 DESC"
+_OUTCOMES = """
+    SELECT outcome, count(*) FROM (SELECT outcome FROM job_attempts
+                                   UNION ALL SELECT 'OPEN' FROM jobs WHERE status = 'IN_PROGRESS') AS o
+    GROUP BY 1 ORDER BY 2 DESC
+"""
+# The next attempt's claim: its history row, or the job row while it runs.
 _RESCUES = """
-    SELECT extract(epoch FROM n.created_at - a.expires_at), extract(epoch FROM a.completed_at - a.expires_at),
-           w.name, extract(epoch FROM a.expires_at)
-    FROM job_assignments a
+    SELECT extract(epoch FROM coalesce(n.started_at, CASE WHEN j.attempt = a.attempt + 1 THEN j.started_at END)
+                              - a.lease_expires_at),
+           extract(epoch FROM a.ended_at - a.lease_expires_at),
+           w.name, extract(epoch FROM a.lease_expires_at)
+    FROM job_attempts a
+    JOIN jobs j ON j.id = a.job_id
     JOIN workers w ON w.id = a.worker_id
-    LEFT JOIN job_assignments n ON n.job_id = a.job_id AND n.attempt = a.attempt + 1
+    LEFT JOIN job_attempts n ON n.job_id = a.job_id AND n.attempt = a.attempt + 1
     WHERE a.outcome = 'EXPIRED'
 """
 _LAST_FINISHED = "SELECT max(finished_at) FROM jobs"
 _CLAIMS_AFTER = """
-    SELECT w.name, count(*) FROM job_assignments a JOIN workers w ON w.id = a.worker_id
-    WHERE a.created_at > %s GROUP BY w.name
+    SELECT w.name, count(*) FROM (SELECT worker_id, started_at FROM job_attempts
+                                  UNION ALL SELECT worker_id, started_at FROM jobs WHERE status = 'IN_PROGRESS') a
+    JOIN workers w ON w.id = a.worker_id
+    WHERE a.started_at > %s GROUP BY w.name
 """
 
 

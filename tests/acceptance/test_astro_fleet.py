@@ -52,6 +52,13 @@ def result(fleet: Fleet, job_id: int) -> dict[str, Any]:
     return dict(response.json()["data"])
 
 
+def output_key(fleet: Fleet, job_id: int, name: str) -> str:
+    """The storage key of a job's output ``name``, written by its first (and only) attempt."""
+    (key,) = [f["key"] for f in result(fleet, job_id)["files"] if f["name"] == name]
+    assert key.startswith(f"jobs/{job_id}/attempt-1-") and key.endswith(f"/{name}"), key
+    return str(key)
+
+
 def downloads(fleet: Fleet, job_id: int) -> dict[str, bytes]:
     """Every output of a job, fetched through its download links (no token)."""
     response = requests.get(f"{fleet.url}/api/jobs/{job_id}/download", headers=fleet.headers(), timeout=10)
@@ -143,7 +150,7 @@ def test_every_job_type_end_to_end(fleet: Fleet, images: dict[str, Path]):
         assert WCS(hdul[0].header if hdul[0].data is not None else hdul[1].header).has_celestial
 
     # Jobs chain: a job's output key is an input of the next (the mosaic's FITS inspected).
-    chained = run(fleet, "fits.inspect", {"file": {"key": f"jobs/{mosaic['id']}/attempt-1/mosaic.fits"}})
+    chained = run(fleet, "fits.inspect", {"file": {"key": output_key(fleet, mosaic["id"], "mosaic.fits")}})
     assert chained["status"] == "SUCCEEDED", chained
 
 
@@ -151,7 +158,7 @@ def test_bad_inputs_fail_at_once_without_retries(fleet: Fleet, images: dict[str,
     fleet.start_worker(SKYFLEET_WORKER_MEMORY_MB="16")
     ids = {name: upload(fleet, path) for name, path in images.items()}
     detect_png = run(fleet, "sources.detect", {"file": {"file_id": ids["stars"]}, "bkg_box": 32})
-    png_key = f"jobs/{detect_png['id']}/attempt-1/overlay.png"
+    png_key = output_key(fleet, detect_png["id"], "overlay.png")
 
     cases = {
         "not a FITS file": ("fits.inspect", {"file": {"key": png_key}}),
@@ -189,4 +196,4 @@ class TestOnS3:
         assert Table.read(outputs["catalogue.ecsv"].decode(), format="ascii.ecsv") is not None
         import boto3
         keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=moto_s3["bucket"])["Contents"]}
-        assert f"jobs/{job['id']}/attempt-1/catalogue.ecsv" in keys
+        assert output_key(fleet, job["id"], "catalogue.ecsv") in keys

@@ -57,8 +57,8 @@ class IdleSwarm:
                 for job in response.json()["data"]["jobs"]:
                     with self._lock:
                         self.claimed.append((job["job_id"], job["attempt"]))
-                    reports.append({"job_id": job["job_id"], "attempt": job["attempt"], "status": "SUCCEEDED",
-                                    "result_payload": {"ok": True}})
+                    reports.append({"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"],
+                                    "status": "SUCCEEDED", "result_payload": {"ok": True}})
         except requests.RequestException as exc:
             self._error(f"{type(exc).__name__}: {exc}")
         finally:
@@ -127,7 +127,7 @@ def _registered(fleet: Fleet) -> int:
 
 def _attempts(fleet: Fleet, job_id: int) -> list[tuple[int, str]]:
     with fleet.engine.connect() as conn:
-        rows = conn.execute(text("SELECT attempt, outcome FROM job_assignments WHERE job_id = :id ORDER BY attempt"),
+        rows = conn.execute(text("SELECT attempt, outcome FROM job_attempts WHERE job_id = :id ORDER BY attempt"),
                             {"id": job_id}).all()
     return [(int(a), str(o)) for a, o in rows]
 

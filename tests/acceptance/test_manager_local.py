@@ -117,8 +117,11 @@ def job_summary(fleet: Fleet) -> dict[str, Any]:
     with fleet.engine.connect() as conn:
         statuses: dict[str, int] = dict(
             conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
+        # Attempts that ended, and the running ones (on their job rows) as OPEN.
         outcomes: dict[str, int] = dict(conn.execute(text(
-            "SELECT coalesce(outcome, 'OPEN'), count(*) FROM job_assignments GROUP BY 1")).all())
+            """SELECT outcome, count(*) FROM job_attempts GROUP BY 1
+               UNION ALL
+               SELECT 'OPEN', count(*) FROM jobs WHERE status = 'IN_PROGRESS' HAVING count(*) > 0""")).all())
         retried = conn.execute(text("SELECT count(*) FROM jobs WHERE attempt > 1")).scalar_one()
     return {"statuses": statuses, "outcomes": outcomes, "retried": retried}
 

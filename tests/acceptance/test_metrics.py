@@ -85,7 +85,7 @@ class TestWorker:
         claimed = self.post("claim", {"max_jobs": 1, "wait_s": 5})["jobs"]
         assert len(claimed) == 1
         job = claimed[0]
-        self.post("results", {"results": [{"job_id": job["job_id"], "attempt": job["attempt"],
+        self.post("results", {"results": [{"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"],
                                            "status": "SUCCEEDED", "result_payload": {}}]})
 
     def post(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +179,8 @@ def test_a_report_carried_by_a_long_polling_claim_counts_once_accepted_not_when_
     helper = TestWorker(fleet.url)
     fleet.submit("noop", {"tag": "carried"})
     (job,) = helper.post("claim", {"max_jobs": 1, "wait_s": 5})["jobs"]
-    report = {"job_id": job["job_id"], "attempt": job["attempt"], "status": "SUCCEEDED", "result_payload": {}}
+    report = {"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"], "status": "SUCCEEDED",
+              "result_payload": {}}
 
     def completed() -> float:
         return scrape(fleet).get(("skyfleet_jobs_completed_total", frozenset({("type", "noop")})), 0.0)

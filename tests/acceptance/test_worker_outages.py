@@ -33,10 +33,11 @@ def proxy(fleet: Fleet) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def _assignments(fleet: Fleet, job_id: int) -> list[tuple[int, str | None]]:
+def _attempts(fleet: Fleet, job_id: int) -> list[tuple[int, str]]:
+    """The attempts that ended (a running one has no row yet), with their outcomes."""
     with fleet.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(
-            "SELECT attempt, outcome FROM job_assignments WHERE job_id = :id ORDER BY attempt"), {"id": job_id})]
+            "SELECT attempt, outcome FROM job_attempts WHERE job_id = :id ORDER BY attempt"), {"id": job_id})]
 
 
 def _succeeded(fleet: Fleet, *jobs: dict[str, Any]) -> bool:
@@ -140,7 +141,7 @@ class TestTokenExpiringDuringAnOutage:
 
         proxy.heal()
         wait_for(lambda: _succeeded(admin(), job), timeout=40, interval=0.2, what="the kept result to be accepted")
-        assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # delivered, not rerun
+        assert _attempts(fleet, job["id"]) == [(1, "SUCCEEDED")]  # delivered, not rerun
         assert admin().job(job["id"])["attempt"] == 1
         assert worker.poll() is None
 
@@ -164,7 +165,7 @@ def test_a_report_the_api_fails_on_is_dropped_and_the_worker_carries_on(fleet: F
     # Dropped after bounded tries, its lease lapsed: the rescuer gave the job a second attempt,
     # whose report the API takes.
     wait_for(lambda: _succeeded(fleet, bad), timeout=40, interval=0.2, what="the dropped job to run again")
-    assert _assignments(fleet, bad["id"]) == [(1, "EXPIRED"), (2, "SUCCEEDED")]
+    assert _attempts(fleet, bad["id"]) == [(1, "EXPIRED"), (2, "SUCCEEDED")]
     # One claim, then REPORT_TRIES tries for each batch that held it as it was halved (≤ 7 reports).
     assert poison.hits <= 1 + 3 * 4
     assert worker.poll() is None

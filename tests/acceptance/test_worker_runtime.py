@@ -17,10 +17,11 @@ from tests.acceptance.conftest import Fleet
 from tests.helpers import wait_for
 
 
-def _assignments(fleet: Fleet, job_id: int) -> list[tuple[int, str | None]]:
+def _attempts(fleet: Fleet, job_id: int) -> list[tuple[int, str]]:
+    """The attempts that ended (a running one has no row yet), with their outcomes."""
     with fleet.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(
-            "SELECT attempt, outcome FROM job_assignments WHERE job_id = :id ORDER BY attempt"), {"id": job_id})]
+            "SELECT attempt, outcome FROM job_attempts WHERE job_id = :id ORDER BY attempt"), {"id": job_id})]
 
 
 def test_a_job_holding_the_gil_keeps_its_lease(fleet: Fleet):
@@ -30,7 +31,7 @@ def test_a_job_holding_the_gil_keeps_its_lease(fleet: Fleet):
     wait_for(lambda: fleet.job(job["id"])["status"] == "SUCCEEDED", timeout=40, interval=0.2,
              what="the CPU-bound job to finish")
     assert fleet.job(job["id"])["attempt"] == 1
-    assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # never rescued, never run twice
+    assert _attempts(fleet, job["id"]) == [(1, "SUCCEEDED")]  # never rescued, never run twice
 
 
 def test_a_cancelled_job_that_ignores_it_is_killed_after_the_grace(fleet: Fleet):
@@ -96,7 +97,7 @@ class TestApiOutage:
         fleet.restart_api(down_s=5)  # the job finishes while nobody answers
         wait_for(lambda: fleet.job(job["id"])["status"] == "SUCCEEDED", timeout=40, interval=0.2,
                  what="the kept result to be delivered")
-        assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]
+        assert _attempts(fleet, job["id"]) == [(1, "SUCCEEDED")]
         result = requests.get(f"{fleet.url}/api/jobs/{job['id']}/result", headers=fleet.headers(), timeout=10)
         assert result.json()["data"]["result_payload"]["tag"] == "outage"
 
@@ -123,7 +124,7 @@ class TestOutageLongerThanTheLease:
         for job in jobs:
             wait_for(lambda job=job: fleet.job(job["id"])["status"] == "SUCCEEDED", timeout=40, interval=0.2,
                      what="the held result to be accepted")
-            assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # not rescued and run again
+            assert _attempts(fleet, job["id"]) == [(1, "SUCCEEDED")]  # not rescued and run again
 
 
 def test_a_drained_worker_finishes_its_jobs_however_long_then_exits(fleet: Fleet):
@@ -138,7 +139,7 @@ def test_a_drained_worker_finishes_its_jobs_however_long_then_exits(fleet: Fleet
     assert response.json()["data"]["drained"] == [worker_id]
     assert worker.wait(30) == 0
     assert fleet.job(job["id"])["status"] == "SUCCEEDED"
-    assert _assignments(fleet, job["id"]) == [(1, "SUCCEEDED")]  # finished, not released after 1 s
+    assert _attempts(fleet, job["id"]) == [(1, "SUCCEEDED")]  # finished, not released after 1 s
 
 
 def _descendants(pid: int) -> set[int]:

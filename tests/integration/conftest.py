@@ -112,7 +112,7 @@ def claim(worker: As, worker_id: int, max_jobs: int = 10, wait_s: float = 0.0) -
 
 
 def report(worker: As, worker_id: int, job: dict[str, Any], status: str = "SUCCEEDED", **extra: Any) -> Any:
-    body = {"job_id": job["job_id"], "attempt": job["attempt"], "status": status, **extra}
+    body = {"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"], "status": status, **extra}
     return worker.post(f"/api/workers/{worker_id}/results", {"results": [body]})
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.helpers import count
@@ -113,6 +115,6 @@ def test_bad_worker_bodies(worker_account):
     error = _error(worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 0}), 422, "VALIDATION_ERROR")
     assert "max_jobs" in error["details"]["fields"]
     error = _error(worker_account.post(f"/api/workers/{wid}/results", {"results": [
-        {"job_id": 1, "attempt": 1, "status": "FAILED"}]}), 422, "VALIDATION_ERROR")
+        {"job_id": 1, "attempt": 1, "token": str(uuid.uuid4()), "status": "FAILED"}]}), 422, "VALIDATION_ERROR")
     assert "results.0.error" in error["details"]["fields"]
     _error(worker_account.post("/api/workers/999/claim", {"max_jobs": 1}), 404, "NOT_FOUND")

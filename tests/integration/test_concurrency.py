@@ -60,10 +60,12 @@ def test_eight_claimer_processes_take_every_job_exactly_once(engine, alice, clea
     assert sum(1 for ids in results.values() if ids) >= 2, "the claimers did not overlap"
     with engine.connect() as conn:
         statuses = dict(conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
-        per_job = conn.execute(text("SELECT max(n), min(n), count(*) FROM "
-                                    "(SELECT job_id, count(*) n FROM job_assignments GROUP BY job_id) a")).one()
+        per_job = conn.execute(text("SELECT max(attempt), min(attempt), count(DISTINCT lease_token) FROM jobs")).one()
+        holders = dict(conn.execute(text("SELECT id, worker_id FROM jobs")).all())
     assert statuses == {"IN_PROGRESS": JOBS}
-    assert tuple(per_job) == (1, 1, JOBS)
+    assert tuple(per_job) == (1, 1, JOBS)  # one attempt each, each with a token of its own
+    # Each job's live lease is held by the one claimer that got it.
+    assert holders == {job_id: wid for wid, ids in results.items() for job_id in ids}
 
 
 def test_twenty_concurrent_identical_submissions_make_one_job(app, alice, engine):
@@ -87,7 +89,8 @@ def test_twenty_concurrent_identical_submissions_make_one_job(app, alice, engine
     assert len({a["id"] for a in answers}) == 1
     assert sorted(Counter(a["origin"] for a in answers).items()) == [("created", 1), ("joined", 19)]
     assert sorted(Counter(a["http"] for a in answers).items()) == [(200, 19), (201, 1)]
-    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 20
+    # The creating submission is on the job row; the 19 that joined have rows of their own.
+    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 19
 
 
 def test_dedup_ignores_key_order_but_not_values(alice):
@@ -99,9 +102,9 @@ def test_dedup_ignores_key_order_but_not_values(alice):
 
 def test_a_heartbeat_with_progress_never_deadlocks_with_a_report_of_the_same_attempt(
         app, alice, worker_account, engine, clean_db):
-    """A report locks the job row, then its assignment; a heartbeat locks the assignment, then
-    (for progress) the job row. Here a transaction holds the job row as a report would, a real
-    heartbeat request runs, then the transaction takes the assignment: neither may be aborted."""
+    """A report locks the job row, then writes the attempt's history row; a heartbeat updates the
+    job row (lease and progress). Here a transaction holds the job row as a report would, a real
+    heartbeat request runs, then the transaction writes the history row: neither may be aborted."""
     import psycopg
 
     from api.database import libpq_url
@@ -116,7 +119,8 @@ def test_a_heartbeat_with_progress_never_deadlocks_with_a_report_of_the_same_att
         reporter.execute("UPDATE jobs SET updated_at = now() WHERE id = %s", (job["job_id"],))
         beat = threading.Thread(target=lambda: answers.append(worker_account.post(
             f"/api/workers/{wid}/heartbeat",
-            {"jobs": [{"job_id": job["job_id"], "attempt": 1, "progress": {"percent": 50}}]}).status_code))
+            {"jobs": [{"job_id": job["job_id"], "attempt": 1, "token": job["token"],
+                       "progress": {"percent": 50}}]}).status_code))
         beat.start()
 
         def heartbeat_done_or_waiting() -> bool:
@@ -127,8 +131,9 @@ def test_a_heartbeat_with_progress_never_deadlocks_with_a_report_of_the_same_att
             return bool(answers) or waiting > 0
 
         wait_for(heartbeat_done_or_waiting, timeout=10, what="the heartbeat to run")
-        # The report's second step (the old heartbeat waited on the job row while holding this).
-        reporter.execute("UPDATE job_assignments SET outcome = outcome WHERE job_id = %s", (job["job_id"],))
+        # The report's second step: the attempt's history row (it references the job row).
+        reporter.execute("INSERT INTO job_attempts (job_id, attempt, lease_token, worker_id, outcome) "
+                         "VALUES (%s, 1, %s, %s, 'SUCCEEDED')", (job["job_id"], job["token"], wid))
         reporter.commit()
     beat.join(10)
     assert answers == [200]

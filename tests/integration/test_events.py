@@ -86,7 +86,7 @@ def open_stream(user: As, job_id: int, hang_up_after: int | None = None) -> Even
 
 
 def heartbeat(worker: As, worker_id: int, job: dict[str, Any], **progress: Any) -> None:
-    body = {"jobs": [{"job_id": job["job_id"], "attempt": job["attempt"], "progress": progress}]}
+    body = {"jobs": [{"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"], "progress": progress}]}
     response = worker.post(f"/api/workers/{worker_id}/heartbeat", body)
     assert response.status_code == 200, response.json
 

@@ -14,8 +14,8 @@ from tests.integration.conftest import As, claim, make_account, register, report
 
 def _expire(engine, job_id: int) -> None:
     with engine.begin() as conn:
-        conn.execute(text("""UPDATE job_assignments SET expires_at = now() - interval '1 second'
-                             WHERE job_id = :id AND completed_at IS NULL"""), {"id": job_id})
+        conn.execute(text("""UPDATE jobs SET lease_expires_at = now() - interval '1 second'
+                             WHERE id = :id AND status = 'IN_PROGRESS'"""), {"id": job_id})
 
 
 def _make_due(engine, job_id: int) -> None:
@@ -42,8 +42,9 @@ def test_rescued_attempt_cannot_report_and_the_new_attempt_stands(app, alice, wo
     assert late.json["error"]["details"]["results"][0]["accepted"] is False
     assert job_row(engine, job["id"])["status"] == "IN_PROGRESS"
     # The old worker cannot keep the new attempt alive either.
-    beat = worker_account.post(f"/api/workers/{old_worker}/heartbeat", {"jobs": [{"job_id": job["id"], "attempt": 1}]})
-    assert beat.json["data"]["stop"] == [{"job_id": job["id"], "attempt": 1, "reason": "lost"}]
+    beat = worker_account.post(f"/api/workers/{old_worker}/heartbeat",
+                               {"jobs": [{"job_id": job["id"], "attempt": 1, "token": old["token"]}]})
+    assert beat.json["data"]["stop"] == [{"job_id": job["id"], "attempt": 1, "token": old["token"], "reason": "lost"}]
 
     assert report(other, new_worker, new, result_payload={"slept_s": 0, "attempt": 2}).status_code == 200
     row = job_row(engine, job["id"])
@@ -68,7 +69,7 @@ def test_a_worker_cannot_report_another_workers_attempt(app, alice, worker_accou
     theirs = register(other)
     (c,) = claim(worker_account, mine)
     assert other.post(f"/api/workers/{mine}/results", {"results": [
-        {"job_id": c["job_id"], "attempt": 1, "status": "SUCCEEDED"}]}).status_code == 404
+        {"job_id": c["job_id"], "attempt": 1, "token": c["token"], "status": "SUCCEEDED"}]}).status_code == 404
     assert report(other, theirs, c).status_code == 409
 
 
@@ -152,7 +153,7 @@ def test_after_a_start_or_an_outage_leases_get_a_grace_to_be_heartbeated(alice, 
     assert rescuer.run_once().held_off  # a fresh start: an outage may just have ended
     # The worker holding `held` is back: its heartbeat renews the lapsed lease, its result lands.
     beat = worker_account.post(f"/api/workers/{wid}/heartbeat",
-                               {"jobs": [{"job_id": held["id"], "attempt": 1}]})
+                               {"jobs": [{"job_id": held["id"], "attempt": 1, "token": claimed[held["id"]]["token"]}]})
     assert beat.json["data"]["stop"] == []
     rescued = []
     for _ in range(9):  # a pass a second, as the runner does

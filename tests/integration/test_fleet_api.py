@@ -236,10 +236,10 @@ def test_redeploy_bumps_the_generation_and_drains_the_pools_workers(admin: As, a
     idle_claim = worker_account.post(f"/api/workers/{idle}/claim", {"max_jobs": 1})
     assert idle_claim.json["data"]["drain"] is True and idle_claim.json["data"]["jobs"] == []
     beat = worker_account.post(f"/api/workers/{busy}/heartbeat",
-                               {"jobs": [{"job_id": job["job_id"], "attempt": job["attempt"]}]})
+                               {"jobs": [{"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"]}]})
     assert beat.json["data"]["drain"] is True and beat.json["data"]["stop"] == []
     done = worker_account.post(f"/api/workers/{busy}/results", {"results": [
-        {"job_id": job["job_id"], "attempt": job["attempt"], "status": "SUCCEEDED",
+        {"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"], "status": "SUCCEEDED",
          "result_payload": {"slept_s": 0, "attempt": 1}}]})
     assert done.json["data"]["results"][0]["accepted"] is True
     other_beat = worker_account.post(f"/api/workers/{elsewhere}/heartbeat", {"jobs": []})
@@ -262,7 +262,7 @@ def test_drain_only_idle_leaves_a_worker_holding_a_job(alice: As, manager: As, w
     assert drained.json["data"] == {"drained": [idle]}
     assert worker_account.post(f"/api/workers/{idle}/claim", {"max_jobs": 1}).json["data"]["drain"] is True
     beat = worker_account.post(f"/api/workers/{busy}/heartbeat",
-                               {"jobs": [{"job_id": job["job_id"], "attempt": job["attempt"]}]})
+                               {"jobs": [{"job_id": job["job_id"], "attempt": job["attempt"], "token": job["token"]}]})
     assert beat.json["data"]["drain"] is False
     # only_idle defaults to true; false drains the busy one too.
     assert manager.post("/api/manager/workers/drain", {"worker_ids": [busy]}).json["data"] == {"drained": []}

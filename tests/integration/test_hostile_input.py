@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.integration.conftest import PASSWORD, As, make_account, register
 BIG = 99999999999999999999  # past bigint (2**63 - 1 = 9223372036854775807)
 NUL = "a\x00b"
 SURROGATE = "\ud800"
+TOKEN = str(uuid.uuid4())  # a well-formed attempt token, so only the named field is wrong
 
 
 def send(who: As, method: str, path: str, body: Any = None, raw: str | None = None) -> Any:
@@ -168,19 +170,20 @@ BODIES: list[tuple[str, str, str, Any, str]] = [
     ("worker_account", "POST", "/api/workers",
      {"name": "w", "job_types": ["noop"], "attributes": {"load": float("-inf")}}, "attributes.load"),
     ("worker_account", "POST", "/api/workers/{worker}/claim",
-     {"results": [{"job_id": BIG, "attempt": 1, "status": "SUCCEEDED"}]}, "results.0.job_id"),
-    ("worker_account", "POST", "/api/workers/{worker}/heartbeat", {"jobs": [{"job_id": 1, "attempt": BIG}]},
-     "jobs.0.attempt"),
+     {"results": [{"job_id": BIG, "attempt": 1, "token": TOKEN, "status": "SUCCEEDED"}]}, "results.0.job_id"),
+    ("worker_account", "POST", "/api/workers/{worker}/heartbeat",
+     {"jobs": [{"job_id": 1, "attempt": BIG, "token": TOKEN}]}, "jobs.0.attempt"),
     # attempts are cast to int (32 bits) by the queue's SQL
-    ("worker_account", "POST", "/api/workers/{worker}/heartbeat", {"jobs": [{"job_id": 1, "attempt": 2**31}]},
-     "jobs.0.attempt"),
+    ("worker_account", "POST", "/api/workers/{worker}/heartbeat",
+     {"jobs": [{"job_id": 1, "attempt": 2**31, "token": TOKEN}]}, "jobs.0.attempt"),
     ("worker_account", "POST", "/api/workers/{worker}/results",
-     {"results": [{"job_id": 1, "attempt": 2**31, "status": "SUCCEEDED"}]}, "results.0.attempt"),
+     {"results": [{"job_id": 1, "attempt": 2**31, "token": TOKEN, "status": "SUCCEEDED"}]}, "results.0.attempt"),
     ("worker_account", "POST", "/api/workers/{worker}/results",
-     {"results": [{"job_id": 1, "attempt": 1, "status": "FAILED", "error": {"message": NUL}}]},
+     {"results": [{"job_id": 1, "attempt": 1, "token": TOKEN, "status": "FAILED", "error": {"message": NUL}}]},
      "results.0.error.message"),
     ("worker_account", "POST", "/api/workers/{worker}/results",
-     {"results": [{"job_id": 1, "attempt": 1, "status": "SUCCEEDED", "result_payload": {"x": float("nan")}}]},
+     {"results": [{"job_id": 1, "attempt": 1, "token": TOKEN, "status": "SUCCEEDED",
+                   "result_payload": {"x": float("nan")}}]},
      "results.0.result_payload.x"),
 ]
 

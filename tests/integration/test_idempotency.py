@@ -16,8 +16,8 @@ from sqlalchemy import Engine, text
 import api.jobs.routes
 from api.auth.models import Role
 from api.errors import ServiceUnavailable, ValidationFailed
-from api.jobs import service
 from api.maintenance.pruner import Pruner, PrunerConfig
+from api.queue import jobs as queue_jobs
 from tests.helpers import count, wait_for
 from tests.integration.conftest import As, claim, make_account, register, report
 
@@ -57,7 +57,8 @@ def test_a_repeated_key_returns_the_first_answer_and_submits_nothing(alice, engi
     assert again.status_code == 201
     assert again.headers[REPLAYED] == "true"
     assert again.json["data"] == job  # nothing about the job changed in between
-    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 1
+    # A creating submission is recorded on its job: no job_requests row, and the replay added none.
+    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 0
 
     # Without the key the same body is a new submission, which joins the active job.
     joined = post(alice, "/api/jobs", job_body(), None)
@@ -70,7 +71,7 @@ def test_a_repeated_key_returns_the_first_answer_and_submits_nothing(alice, engi
     assert later.status_code == 201 and later.headers[REPLAYED] == "true"
     assert later.json["data"]["status"] == "CANCELLED"
     assert (later.json["data"]["origin"], later.json["data"]["request_id"]) == ("created", job["request_id"])
-    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 2
+    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 1  # the joined one only
 
 
 def test_a_replay_keeps_the_first_status_code_and_origin(alice, engine):
@@ -109,7 +110,7 @@ def test_batches_replay_and_a_key_belongs_to_one_account(alice, bob, engine):
     replay = post(alice, "/api/jobs/batch", batch, "batch-1")
     assert replay.status_code == 201 and replay.headers[REPLAYED] == "true"
     assert replay.json["data"] == first.json["data"]
-    assert count(engine, "jobs") == 2 and count(engine, "job_requests") == 3
+    assert count(engine, "jobs") == 2 and count(engine, "job_requests") == 1  # the repeat of b1 joined
 
     # Bob's "batch-1" is his own key: a submission of his own.
     bobs = post(bob, "/api/jobs/batch", batch, "batch-1")
@@ -179,7 +180,7 @@ def test_a_refused_submission_stores_no_key(app_factory):
 
 def test_a_503_after_the_commit_then_a_retry_returns_the_first_answer(alice, engine, monkeypatch):
     """The key is written with the jobs; the answer is read after the commit and can fail."""
-    real_get_jobs = service.get_jobs
+    real_get_jobs = queue_jobs.get_jobs
     failures = iter([True])
 
     def flaky(conn: Any, job_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -187,7 +188,7 @@ def test_a_503_after_the_commit_then_a_retry_returns_the_first_answer(alice, eng
             raise ServiceUnavailable("the database connection was lost; retry shortly")
         return real_get_jobs(conn, job_ids)
 
-    monkeypatch.setattr(service, "get_jobs", flaky)
+    monkeypatch.setattr(queue_jobs, "get_jobs", flaky)
     lost = post(alice, "/api/jobs", job_body("lost"), "after-commit")
     assert lost.status_code == 503
     assert count(engine, "jobs") == 1 and stored_keys(engine) == [(alice.user_id, "after-commit", 201)]
@@ -195,7 +196,7 @@ def test_a_503_after_the_commit_then_a_retry_returns_the_first_answer(alice, eng
     retry = post(alice, "/api/jobs", job_body("lost"), "after-commit")
     assert retry.status_code == 201 and retry.headers[REPLAYED] == "true"
     assert retry.json["data"]["origin"] == "created"
-    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 1
+    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 0
 
 
 def _in_thread(send: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -238,7 +239,7 @@ def test_a_concurrent_request_with_the_key_waits_for_the_first(app, alice, engin
         assert a.status_code == 201 and REPLAYED not in a.headers
         assert b.status_code == 201 and b.headers[REPLAYED] == "true"
         assert b.json["data"]["request_id"] == a.json["data"]["request_id"]
-    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 1
+    assert count(engine, "jobs") == 1 and count(engine, "job_requests") == 0  # one creating submission
 
 
 def test_many_concurrent_requests_with_one_key_submit_once(app, alice, engine):
@@ -261,7 +262,7 @@ def test_many_concurrent_requests_with_one_key_submit_once(app, alice, engine):
     assert [r.status_code for r in answers] == [201] * len(clients)
     assert sum(1 for r in answers if REPLAYED not in r.headers) == 1
     assert len({tuple(j["request_id"] for j in r.json["data"]) for r in answers}) == 1
-    assert count(engine, "jobs") == 2 and count(engine, "job_requests") == 2
+    assert count(engine, "jobs") == 2 and count(engine, "job_requests") == 0  # two creating submissions
 
 
 def test_a_replay_of_deleted_jobs_is_a_conflict_not_a_new_submission(alice, engine):

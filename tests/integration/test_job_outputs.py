@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import uuid
 import zipfile
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
 
+from jobtypes import protocol
 from tests.helpers import count
 from tests.integration.conftest import As, claim, register, report, submit
 
@@ -20,9 +22,10 @@ def _finish_with_outputs(app: Flask, user: As, worker: As, outputs: dict[str, by
     wid = register(worker)
     (claimed,) = claim(worker, wid, max_jobs=1)
     storage = app.extensions["skyfleet"].storage
+    prefix = protocol.output_prefix(job["id"], 1, uuid.UUID(claimed["token"]))
     files = []
     for name, data in outputs.items():
-        stored = storage.put(f"jobs/{job['id']}/attempt-1/{name}", io.BytesIO(data))
+        stored = storage.put(f"{prefix}/{name}", io.BytesIO(data))
         files.append({"key": stored.key, "name": name, "size": stored.size, "sha256": stored.sha256,
                       "content_type": stored.content_type})
     response = report(worker, wid, claimed, result_payload={"ok": True}, files=files)
@@ -59,7 +62,7 @@ def test_download_urls_zip_and_delete(app, alice, bob, worker_account, engine):
     deleted = alice.delete(f"/api/jobs/{job['id']}")
     assert deleted.status_code == 200 and deleted.json["data"]["deleted_objects"] == len(outputs)
     assert alice.get(f"/api/jobs/{job['id']}").status_code == 404
-    assert count(engine, "jobs") == 0 and count(engine, "job_results") == 0
+    assert count(engine, "jobs") == 0 and count(engine, "job_attempts") == 0
     assert list(app.extensions["skyfleet"].storage.list(f"jobs/{job['id']}")) == []
 
 
@@ -75,7 +78,11 @@ def test_outputs_outside_the_attempt_prefix_are_refused(alice, worker_account):
     job = submit(alice, "noop", {"tag": "escape"})
     wid = register(worker_account)
     (claimed,) = claim(worker_account, wid)
-    for key in ("jobs/999/attempt-1/x.txt", f"jobs/{job['id']}/attempt-2/x.txt", f"jobs/{job['id']}/../x"):
+    mine = uuid.UUID(claimed["token"]).hex[:16]
+    other = uuid.uuid4().hex[:16]
+    for key in (f"jobs/999/attempt-1-{mine}/x.txt", f"jobs/{job['id']}/attempt-2-{mine}/x.txt",
+                f"jobs/{job['id']}/attempt-1-{other}/x.txt", f"jobs/{job['id']}/attempt-1/x.txt",
+                f"jobs/{job['id']}/../x"):
         response = report(worker_account, wid, claimed, files=[{"key": key, "size": 1}])
         assert response.status_code == 422, key
         assert "results.0.files" in str(response.json["error"]["details"]["fields"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from sqlalchemy import text
 
@@ -24,7 +25,7 @@ def test_submit_claim_succeed_and_read_result(alice, worker_account):
     response = report(worker_account, wid, claimed, result_payload={"slept_s": 0, "attempt": 1})
     assert response.status_code == 200
     assert response.json["data"]["results"] == [
-        {"job_id": job["id"], "attempt": 1, "accepted": True, "status": "SUCCEEDED"}
+        {"job_id": job["id"], "attempt": 1, "token": claimed["token"], "accepted": True, "status": "SUCCEEDED"}
     ]
     got = alice.get(f"/api/jobs/{job['id']}").json["data"]
     assert got["status"] == "SUCCEEDED" and got["finished_at"] is not None
@@ -123,8 +124,10 @@ def test_cancel_running_job_cooperatively(alice, worker_account, engine):
     response = alice.post(f"/api/jobs/{job['id']}/cancel")
     assert response.json["data"]["status"] == "IN_PROGRESS"
     assert response.json["data"]["cancel_requested"] is True
-    beat = worker_account.post(f"/api/workers/{wid}/heartbeat", {"jobs": [{"job_id": c["job_id"], "attempt": 1}]})
-    assert beat.json["data"]["stop"] == [{"job_id": job["id"], "attempt": 1, "reason": "cancelled"}]
+    beat = worker_account.post(f"/api/workers/{wid}/heartbeat",
+                               {"jobs": [{"job_id": c["job_id"], "attempt": 1, "token": c["token"]}]})
+    assert beat.json["data"]["stop"] == [
+        {"job_id": job["id"], "attempt": 1, "token": c["token"], "reason": "cancelled"}]
     report(worker_account, wid, c, "CANCELLED")
     assert job_row(engine, job["id"])["status"] == "CANCELLED"
 
@@ -135,7 +138,8 @@ def test_cancelled_job_whose_worker_vanished_ends_cancelled(alice, worker_accoun
     claim(worker_account, wid)
     alice.post(f"/api/jobs/{job['id']}/cancel")
     with engine.begin() as conn:
-        conn.execute(text("UPDATE job_assignments SET expires_at = now() - interval '1 second'"))
+        conn.execute(text("UPDATE jobs SET lease_expires_at = now() - interval '1 second' "
+                          "WHERE status = 'IN_PROGRESS'"))
     Rescuer(engine).run_once()
     assert job_row(engine, job["id"])["status"] == "CANCELLED"
 
@@ -177,15 +181,18 @@ def test_heartbeat_extends_leases_and_reports_lost_attempts(alice, worker_accoun
     wid = register(worker_account)
     (c,) = claim(worker_account, wid)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE job_assignments SET expires_at = now() + interval '1 second'"))
+        conn.execute(text("UPDATE jobs SET lease_expires_at = now() + interval '1 second' "
+                          "WHERE status = 'IN_PROGRESS'"))
+    made_up = str(uuid.uuid4())
     beat = worker_account.post(f"/api/workers/{wid}/heartbeat", {"jobs": [
-        {"job_id": c["job_id"], "attempt": 1, "progress": {"percent": 40, "stage": "working"}},
-        {"job_id": 999999, "attempt": 1},
+        {"job_id": c["job_id"], "attempt": 1, "token": c["token"], "progress": {"percent": 40, "stage": "working"}},
+        {"job_id": 999999, "attempt": 1, "token": made_up},
     ]})
     assert beat.status_code == 200
-    assert beat.json["data"]["stop"] == [{"job_id": 999999, "attempt": 1, "reason": "lost"}]
+    assert beat.json["data"]["stop"] == [{"job_id": 999999, "attempt": 1, "token": made_up, "reason": "lost"}]
     with engine.connect() as conn:
-        left = conn.execute(text("SELECT expires_at - now() FROM job_assignments")).scalar_one()
+        left = conn.execute(text("SELECT lease_expires_at - now() FROM jobs WHERE status = 'IN_PROGRESS'")
+                            ).scalar_one()
     assert left.total_seconds() > 4  # lease_s is 5 in the test settings
     assert job_row(engine, c["job_id"])["progress"] == {"percent": 40, "stage": "working"}
 
@@ -194,7 +201,8 @@ def test_release_returns_jobs_without_spending_an_attempt(alice, worker_account,
     job = submit(alice)
     wid = register(worker_account)
     (c,) = claim(worker_account, wid)
-    response = worker_account.post(f"/api/workers/{wid}/release", {"jobs": [{"job_id": c["job_id"], "attempt": 1}]})
+    response = worker_account.post(f"/api/workers/{wid}/release",
+                                   {"jobs": [{"job_id": c["job_id"], "attempt": 1, "token": c["token"]}]})
     assert response.json["data"]["released"] == [job["id"]]
     row = job_row(engine, job["id"])
     assert row["status"] == "PENDING" and row["max_attempts"] == 4
@@ -214,7 +222,8 @@ def test_batch_submit_is_all_or_nothing(alice, engine):
     data = response.json["data"]
     assert [d["origin"] for d in data] == ["created", "created", "joined"]
     assert data[0]["id"] == data[2]["id"]
-    assert count(engine, "jobs") == 2 and count(engine, "job_requests") == 3
+    # The two creating submissions are on their jobs; only the one that joined has a row of its own.
+    assert count(engine, "jobs") == 2 and count(engine, "job_requests") == 1
 
 
 def test_identical_submission_joins_then_reuses_cached_result(alice, bob, worker_account):
@@ -252,8 +261,9 @@ def test_claim_can_carry_the_previous_results(alice, worker_account, engine):
     wid = register(worker_account)
     (c1,) = claim(worker_account, wid, max_jobs=1)
     response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1, "results": [
-        {"job_id": c1["job_id"], "attempt": 1, "status": "SUCCEEDED", "result_payload": {"ok": True}},
-        {"job_id": 999, "attempt": 1, "status": "SUCCEEDED"},
+        {"job_id": c1["job_id"], "attempt": 1, "token": c1["token"], "status": "SUCCEEDED",
+         "result_payload": {"ok": True}},
+        {"job_id": 999, "attempt": 1, "token": str(uuid.uuid4()), "status": "SUCCEEDED"},
     ]})
     data = response.json["data"]
     assert [j["job_id"] for j in data["jobs"]] == [second["id"]]

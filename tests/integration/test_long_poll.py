@@ -101,7 +101,7 @@ def test_jobs_wake_as_many_parked_claims_as_they_need(app, alice, worker_account
 
 
 def test_a_drain_answers_the_workers_parked_claim_at_once(app, alice, admin, worker_account, engine):
-    from api.fleet.service import drain_workers
+    from api.queue.workers import drain_workers
 
     context = _listening(app)
     wid = register(worker_account)
@@ -132,7 +132,7 @@ def test_heartbeats_do_not_queue_behind_claims(app, alice, worker_account):
         time.sleep(0.3)
         assert waiting.is_alive(), "the claim waits for a slot"
         beat = worker_account.post(f"/api/workers/{wid}/heartbeat",
-                                   {"jobs": [{"job_id": held["job_id"], "attempt": held["attempt"]}]})
+                                   {"jobs": [{"job_id": held["job_id"], "attempt": held["attempt"], "token": held["token"]}]})
         assert beat.status_code == 200 and beat.json["data"]["stop"] == []
     finally:
         for _ in range(slots):

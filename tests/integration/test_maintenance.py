@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 
 from sqlalchemy import text
 
 from api.database import libpq_url
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.runner import MaintenanceRunner
+from jobtypes import protocol
 from tests.helpers import count, wait_for
 from tests.integration.conftest import claim, register, report, submit
 
@@ -20,8 +22,11 @@ def test_pruner_deletes_only_old_finished_jobs_and_their_outputs(app, alice, wor
     pending = submit(alice, "noop", {"tag": "pending"})
     storage = app.extensions["skyfleet"].storage
     wid = register(worker_account)
+    keys = {}
     for c in claim(worker_account, wid, max_jobs=2):
-        stored = storage.put(f"jobs/{c['job_id']}/attempt-1/out.txt", io.BytesIO(b"output"))
+        prefix = protocol.output_prefix(c["job_id"], c["attempt"], uuid.UUID(c["token"]))
+        stored = storage.put(f"{prefix}/out.txt", io.BytesIO(b"output"))
+        keys[c["job_id"]] = stored.key
         report(worker_account, wid, c, files=[{"key": stored.key, "size": stored.size}])
     with engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET finished_at = now() - interval '8 days' WHERE id = :id"), {"id": old["id"]})
@@ -33,8 +38,8 @@ def test_pruner_deletes_only_old_finished_jobs_and_their_outputs(app, alice, wor
     with engine.connect() as conn:
         left = set(conn.execute(text("SELECT id FROM jobs")).scalars())
     assert left == {recent["id"], pending["id"]}
-    assert count(engine, "job_results") == 1  # the old job's result went with it
-    assert [o.key for o in storage.list("jobs")] == [f"jobs/{recent['id']}/attempt-1/out.txt"]
+    assert count(engine, "job_attempts") == 1  # the old job's attempt (with its result) went with it
+    assert [o.key for o in storage.list("jobs")] == [keys[recent["id"]]]
 
 
 class _Counter:

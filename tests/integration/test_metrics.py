@@ -8,6 +8,7 @@ scrape before and after. (tests/acceptance/test_metrics.py covers gunicorn's pro
 from __future__ import annotations
 
 import socket
+import uuid
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,7 +126,7 @@ def test_reports_carried_by_a_claim_and_cancellations_are_observed(app, alice: A
     # The next claim carries the first job's result and takes the second job.
     response = worker_account.post(f"/api/workers/{wid}/claim", {
         "max_jobs": 5, "wait_s": 0,
-        "results": [{"job_id": first["id"], "attempt": job["attempt"], "status": "SUCCEEDED",
+        "results": [{"job_id": first["id"], "attempt": job["attempt"], "token": job["token"], "status": "SUCCEEDED",
                      "result_payload": {}}],
     })
     assert response.status_code == 200
@@ -174,8 +175,9 @@ def test_a_scrape_during_a_database_outage_says_so(app_factory):
 
 
 def test_samples_come_from_what_the_claim_and_report_answered():
-    job = ClaimedJob(1, 1, "sleep", 1, 3, {}, None, waited_s=2.5)  # type: ignore[arg-type]
-    outcomes = [ReportOutcome(2, 1, True, "SUCCEEDED", None, "noop", 0.25), ReportOutcome(3, 1, False)]
+    job = ClaimedJob(1, str(uuid.uuid4()), "sleep", 1, 3, {}, None, waited_s=2.5)  # type: ignore[arg-type]
+    outcomes = [ReportOutcome(2, str(uuid.uuid4()), 1, True, "SUCCEEDED", None, "noop", 0.25),
+                ReportOutcome(3, str(uuid.uuid4()), 1, False)]
     assert [(c.type, c.waited_s) for c in samples.claim_samples([job])] == [("sleep", 2.5)]
     assert [(r.type, r.status) for r in samples.result_samples(outcomes)] == [("noop", "SUCCEEDED")]
 

@@ -7,6 +7,7 @@ import http.server
 import io
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,7 +49,7 @@ def web() -> Iterator[str]:
 
 def _job(payload: dict[str, Any], input_files: list[dict[str, Any]] | None = None) -> protocol.ClaimedJob:
     return protocol.read(protocol.ClaimedJob, {
-        "job_id": 1, "assignment_id": 1, "type": "test.inputs", "attempt": 1, "max_attempts": 3,
+        "job_id": 1, "token": str(uuid.uuid4()), "type": "test.inputs", "attempt": 1, "max_attempts": 3,
         "input_payload": payload, "lease_expires_at": "2026-12-04T00:00:00Z", "timeout_s": 0.0,
         "input_files": input_files or []})
 
@@ -118,10 +119,11 @@ def test_outputs_go_under_the_attempts_prefix_with_sizes_and_checksums(tmp_path:
     storage = LocalStorage(tmp_path / "store")
     out = tmp_path / "catalogue.ecsv"
     out.write_text("# %ECSV 1.0\nx y\n1 2\n")
-    prefix, files = upload_outputs(storage, 12, 3, [("catalogue.ecsv", str(out), None)])
-    assert prefix == "jobs/12/attempt-3"
+    token = uuid.UUID("0123456789abcdef" "fedcba9876543210")
+    prefix, files = upload_outputs(storage, 12, 3, token, [("catalogue.ecsv", str(out), None)])
+    assert prefix == "jobs/12/attempt-3-0123456789abcdef"  # 16 hex digits of the attempt's token
     assert [protocol.dump(f) for f in files] == [
-        {"key": "jobs/12/attempt-3/catalogue.ecsv", "size": out.stat().st_size, "name": "catalogue.ecsv",
+        {"key": "jobs/12/attempt-3-0123456789abcdef/catalogue.ecsv", "size": out.stat().st_size, "name": "catalogue.ecsv",
          "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "content_type": "text/plain"}]
 
 

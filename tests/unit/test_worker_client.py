@@ -7,6 +7,7 @@ import email.utils
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -245,7 +246,7 @@ def test_backoff_doubles_with_jitter_up_to_its_cap():
 
 
 def _report(job_id: int) -> protocol.Report:
-    return protocol.Report(job_id=job_id, attempt=1, status="SUCCEEDED")
+    return protocol.Report(job_id=job_id, attempt=1, token=uuid.uuid4(), status="SUCCEEDED")
 
 
 class FakeResults:
@@ -260,7 +261,7 @@ class FakeResults:
         error = self.fail(reports)
         if error is not None:
             raise error
-        return [protocol.Outcome(job_id=r.job_id, attempt=r.attempt, accepted=True) for r in reports]
+        return [protocol.Outcome(job_id=r.job_id, attempt=r.attempt, token=r.token, accepted=True) for r in reports]
 
 
 def _outbox(send: FakeResults) -> tuple[Outbox, list[int]]:
@@ -311,7 +312,8 @@ def test_reports_a_claim_failed_with_go_apart():
 
 def test_stale_reports_are_done_with(caplog: pytest.LogCaptureFixture):
     outbox, forgotten = _outbox(FakeResults(lambda reports: None))
-    outbox.put(_report(1))
-    outbox.settle(outbox.take(), [protocol.Outcome(job_id=1, attempt=1, accepted=False)])
+    report = _report(1)
+    outbox.put(report)
+    outbox.settle(outbox.take(), [protocol.Outcome(job_id=1, attempt=1, token=report.token, accepted=False)])
     assert forgotten == [1] and outbox.idle()
     assert "was not accepted (stale)" in caplog.text

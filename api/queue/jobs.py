@@ -1,23 +1,17 @@
-"""Reading jobs as their requesters see them; deleting finished ones."""
+"""Jobs as their requesters see them; deleting and pruning finished ones (sql/jobs.sql)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
 from api.auth.guards import Caller
 from api.errors import Conflict, NotFound
+from api.queue.sql import Q
 from jobtypes.protocol import output_prefix
-
-_JOB_COLUMNS = """j.id, j.type, j.status, j.priority, j.run_after, j.attempt, j.max_attempts,
-    j.input_payload, j.progress, j.error, j.cancel_requested, j.created_at, j.updated_at,
-    j.started_at, j.finished_at"""
-
-# A job is visible to an admin, or to the user who submitted it (dedup never shares a job
-# across users, so every submission of a job is its owner's).
-_VISIBLE = "(:is_admin OR j.user_id = :user_id)"
 
 
 def _who(who: Caller) -> dict[str, Any]:
@@ -27,7 +21,7 @@ def _who(who: Caller) -> dict[str, Any]:
 def get_jobs(conn: Connection, job_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Jobs by id, without visibility checks (for rendering what a caller just submitted)."""
     rows = conn.execute(
-        text(f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.id = ANY(CAST(:ids AS bigint[]))"), {"ids": job_ids}
+        Q.jobs_by_id, {"ids": job_ids}
     ).mappings().all()
     return {row["id"]: dict(row) for row in rows}
 
@@ -35,7 +29,7 @@ def get_jobs(conn: Connection, job_ids: list[int]) -> dict[int, dict[str, Any]]:
 def get_visible_job(conn: Connection, who: Caller, job_id: int) -> dict[str, Any]:
     """The job, if the caller may see it; otherwise 404 (never 403: ids are not confirmed)."""
     row = conn.execute(
-        text(f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.id = :job_id AND {_VISIBLE}"),
+        Q.visible_job,
         {"job_id": job_id} | _who(who),
     ).mappings().one_or_none()
     if row is None:
@@ -47,8 +41,7 @@ def get_result(conn: Connection, who: Caller, job_id: int) -> dict[str, Any]:
     """The result of a job that succeeded (payload and output files); 404 if there is none (yet)."""
     job = get_visible_job(conn, who, job_id)
     row = conn.execute(
-        text("""SELECT job_id, result_payload, storage_uri, files, created_at FROM job_results
-                WHERE job_id = :job_id ORDER BY id DESC LIMIT 1"""),
+        Q.result,
         {"job_id": job_id},
     ).mappings().one_or_none()
     if row is None:
@@ -64,30 +57,25 @@ def list_jobs(conn: Connection, who: Caller, page: int, limit: int, status: str 
 
     Users see their own jobs; admins see everyone's, or one user's with ``user_id``.
     """
-    column = sort.lstrip("-")
-    direction = "DESC" if sort.startswith("-") else "ASC"
-    # `column` and `direction` come from a closed list (JobListArgs.sort), never from raw input.
-    where = f"""{_VISIBLE} AND (CAST(:status AS text) IS NULL OR j.status = :status)
-                AND (CAST(:type AS text) IS NULL OR j.type = :type)
-                AND (CAST(:created_after AS timestamptz) IS NULL OR j.created_at >= :created_after)
-                AND (CAST(:created_before AS timestamptz) IS NULL OR j.created_at < :created_before)
-                AND (CAST(:owner AS bigint) IS NULL OR j.user_id = :owner)"""
     params = _who(who) | {"status": status, "type": job_type, "created_after": created_after,
                           "created_before": created_before, "owner": user_id}
-    total = conn.execute(text(f"SELECT count(*) FROM jobs j WHERE {where}"), params).scalar_one()
-    rows = conn.execute(
-        text(f"""SELECT {_JOB_COLUMNS} FROM jobs j WHERE {where}
-                 ORDER BY j.{column} {direction}, j.id {direction} LIMIT :limit OFFSET :offset"""),
-        params | {"limit": limit, "offset": (page - 1) * limit},
-    ).mappings().all()
+    total = conn.execute(Q.count_jobs, params).scalar_one()
+    rows = conn.execute(_page_query(sort), params | {"limit": limit, "offset": (page - 1) * limit}).mappings().all()
     return [dict(r) for r in rows], total
 
 
-_DELETE_FINISHED = text("""
-    DELETE FROM jobs j
-    WHERE j.id = :job_id AND j.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
-    RETURNING j.id
-""")
+#: The fields a job list can be sorted by.
+SORTABLE = ("created_at", "updated_at", "priority", "id")
+
+
+@functools.cache
+def _page_query(sort: str) -> TextClause:
+    """``list_jobs`` in the order ``sort`` names: a field of a closed list (JobListArgs.sort), with
+    '-' for descending, never raw input."""
+    column, direction = sort.lstrip("-"), "DESC" if sort.startswith("-") else "ASC"
+    if column not in SORTABLE:
+        raise ValueError(f"cannot sort jobs by {sort!r}")
+    return text(Q.source("list_jobs").replace("ORDER_BY", f"j.{column} {direction}, j.id {direction}"))
 
 
 def delete_job(conn: Connection, who: Caller, job_id: int) -> str:
@@ -98,7 +86,19 @@ def delete_job(conn: Connection, who: Caller, job_id: int) -> str:
     An active job is a 409: cancel it first.
     """
     job = get_visible_job(conn, who, job_id)
-    if conn.execute(_DELETE_FINISHED, {"job_id": job_id}).scalar_one_or_none() is None:
+    if conn.execute(Q.delete_finished, {"job_id": job_id}).scalar_one_or_none() is None:
         raise Conflict(f"job {job_id} is {job['status']}; cancel it before deleting it",
                        details={"status": job["status"]})
     return output_prefix(job_id)
+
+
+def prune_finished(conn: Connection, age_s: float, limit: int) -> list[tuple[int, bool]]:
+    """Delete up to ``limit`` jobs finished more than ``age_s`` ago, oldest first:
+    (job id, whether it ran and so may have left outputs)."""
+    return [(int(job_id), bool(ran)) for job_id, ran in conn.execute(Q.prune_finished,
+                                                                      {"age_s": age_s, "limit": limit}).all()]
+
+
+def invalidate_cache(conn: Connection, job_type: str) -> int:
+    """Stop reusing every cached result of ``job_type``; returns how many results were valid."""
+    return int(conn.execute(Q.invalidate_cache, {"type": job_type}).rowcount)

@@ -1,0 +1,136 @@
+-- Jobs: submission (dedup, cache reuse), cancel, the jobs as their requesters see them, delete.
+--
+-- Duplicate active submissions of one user are stopped by the unique partial index
+-- uq_jobs_active_input (user_id, type, input_hash) WHERE status is active: the insert is
+-- ON CONFLICT DO NOTHING and the loser joins the winner's job. No check-then-insert.
+
+-- fragment: job_columns
+j.id, j.type, j.status, j.priority, j.run_after, j.attempt, j.max_attempts,
+j.input_payload, j.progress, j.error, j.cancel_requested, j.created_at, j.updated_at,
+j.started_at, j.finished_at
+
+-- fragment: visible
+-- A job is visible to an admin, or to the user who submitted it (dedup never shares a job
+-- across users, so every submission of a job is its owner's).
+(:is_admin OR j.user_id = :user_id)
+
+-- name: find_cached
+-- The newest job of :user_id that SUCCEEDED with each (type, input hash), whose result may
+-- still be reused.
+SELECT DISTINCT ON (j.type, j.input_hash) j.type, j.input_hash, j.id
+FROM jobs j
+JOIN job_attempts t ON t.job_id = j.id AND t.outcome = 'SUCCEEDED' AND t.cache_valid
+WHERE j.status = 'SUCCEEDED' AND j.user_id = :user_id
+  AND (j.type, j.input_hash) IN (SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
+ORDER BY j.type, j.input_hash, j.finished_at DESC
+
+-- name: insert_jobs
+-- New jobs, each with its creating submission's id and callback; an identical active job of
+-- the same user makes the insert of that one do nothing.
+INSERT INTO jobs (type, input_payload, input_hash, priority, run_after, max_attempts, user_id,
+                  callback_url, callback_token)
+SELECT t, p, h, pr, coalesce(ra, now()), ma, :user_id, cu, ct
+FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
+            CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
+            CAST(:max_attempts AS int[]), CAST(:callback_urls AS text[]), CAST(:callback_tokens AS text[]))
+     AS n(t, p, h, pr, ra, ma, cu, ct)
+ON CONFLICT (user_id, type, input_hash) WHERE status IN ('PENDING', 'IN_PROGRESS') DO NOTHING
+RETURNING type, input_hash, id, request_id, run_after <= now() AS due
+
+-- name: find_active
+-- The active jobs a submission joins. FOR SHARE: the joined job cannot finish before this
+-- submission commits, so the trigger that writes callbacks when it does finish sees its row.
+SELECT type, input_hash, id FROM jobs
+WHERE status IN ('PENDING', 'IN_PROGRESS') AND user_id = :user_id
+  AND (type, input_hash) IN (SELECT * FROM unnest(CAST(:types AS text[]), CAST(:hashes AS text[])))
+FOR SHARE
+
+-- name: insert_requests
+-- Submissions that joined an active job or reused a finished one's result.
+INSERT INTO job_requests (job_id, user_id, origin, callback_url, callback_token)
+SELECT j, :user_id, o, cu, ct
+FROM unnest(CAST(:job_ids AS bigint[]), CAST(:origins AS text[]), CAST(:callback_urls AS text[]),
+            CAST(:callback_tokens AS text[])) AS r(j, o, cu, ct)
+RETURNING id
+
+-- name: callbacks_for_finished
+-- A submission that reused a finished result gets its callback now (no transition will fire it).
+INSERT INTO callback_deliveries (job_id, job_request_id, url, job_status)
+SELECT r.job_id, r.id, r.callback_url, j.status
+FROM job_requests r JOIN jobs j ON j.id = r.job_id
+WHERE r.id = ANY(CAST(:request_ids AS bigint[])) AND r.callback_url IS NOT NULL
+  AND j.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
+
+-- name: notify_arrivals
+-- At commit, tell the API processes how many jobs of each type became claimable.
+SELECT pg_notify(:channel, t || ':' || n) FROM unnest(CAST(:types AS text[]), CAST(:counts AS int[])) AS x(t, n)
+
+-- name: notify_workers
+-- At commit, wake these workers' parked claims (they were drained).
+SELECT pg_notify(:channel, 'worker:' || w) FROM unnest(CAST(:ids AS bigint[])) AS w
+
+-- name: cancel
+-- A pending job is cancelled at once; a running one is asked to stop (its worker hears it in
+-- the heartbeat answer, or its lease lapses), and ends CANCELLED either way.
+UPDATE jobs SET
+    status = CASE WHEN status = 'PENDING' THEN 'CANCELLED' ELSE status END,
+    finished_at = CASE WHEN status = 'PENDING' THEN now() ELSE finished_at END,
+    cancel_requested = true,
+    updated_at = now()
+WHERE id = :job_id AND status IN ('PENDING', 'IN_PROGRESS')
+RETURNING status
+
+-- name: job_status
+SELECT status FROM jobs WHERE id = :job_id
+
+-- name: jobs_by_id
+-- Jobs by id, without visibility checks (rendering what a caller just submitted).
+SELECT {{job_columns}} FROM jobs j WHERE j.id = ANY(CAST(:ids AS bigint[]))
+
+-- name: visible_job
+SELECT {{job_columns}} FROM jobs j WHERE j.id = :job_id AND {{visible}}
+
+-- name: result
+-- The result of the attempt that succeeded (at most one: uq_job_attempts_succeeded).
+SELECT job_id, result_payload, storage_uri, files, ended_at AS created_at FROM job_attempts
+WHERE job_id = :job_id AND outcome = 'SUCCEEDED'
+
+-- fragment: listed
+{{visible}} AND (CAST(:status AS text) IS NULL OR j.status = :status)
+AND (CAST(:type AS text) IS NULL OR j.type = :type)
+AND (CAST(:created_after AS timestamptz) IS NULL OR j.created_at >= :created_after)
+AND (CAST(:created_before AS timestamptz) IS NULL OR j.created_at < :created_before)
+AND (CAST(:owner AS bigint) IS NULL OR j.user_id = :owner)
+
+-- name: count_jobs
+SELECT count(*) FROM jobs j WHERE {{listed}}
+
+-- name: list_jobs
+-- One page; ORDER_BY is replaced by the caller from a closed list of sort orders.
+SELECT {{job_columns}} FROM jobs j WHERE {{listed}}
+ORDER BY ORDER_BY LIMIT :limit OFFSET :offset
+
+-- name: delete_finished
+-- Delete a finished job; its submissions and attempts (with results) go with it (CASCADE).
+DELETE FROM jobs j
+WHERE j.id = :job_id AND j.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
+RETURNING j.id
+
+-- name: prune_finished
+-- Up to :limit jobs finished more than :age_s ago, oldest first; only a job that was claimed
+-- (attempt > 0) can have written outputs.
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE finished_at IS NOT NULL
+      AND finished_at < now() - make_interval(secs => :age_s)
+      AND status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
+    ORDER BY finished_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, attempt > 0 AS ran
+
+-- name: invalidate_cache
+-- Stop reusing every cached result of :type.
+UPDATE job_attempts t SET cache_valid = false
+FROM jobs j
+WHERE j.id = t.job_id AND j.type = :type AND t.outcome = 'SUCCEEDED' AND t.cache_valid
