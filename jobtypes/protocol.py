@@ -166,6 +166,8 @@ class InputFile(Answer):
 
 
 class ClaimedJob(Answer):
+    """A job a claim took: what the queue engine returns and the worker runs."""
+
     job_id: int
     token: Annotated[uuid.UUID, msgspec.Meta(description="The attempt's fence: send it with every heartbeat, "
                                                          "report and release of this attempt.")]
@@ -174,8 +176,9 @@ class ClaimedJob(Answer):
     max_attempts: int
     input_payload: dict[str, Any]
     lease_expires_at: dt.datetime
-    timeout_s: float
+    timeout_s: Annotated[float, msgspec.Meta(description="Stop the job after this long (0: no limit).")]
     input_files: list[InputFile]
+    waited_s: Annotated[float, msgspec.Meta(description="Seconds from due to claimed.")] = 0.0
 
 
 class ClaimAnswer(Answer):

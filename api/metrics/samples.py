@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from api.metrics.process import ClaimSample, ResultSample, observe_claims, observe_results
-from api.queue.leases import ClaimedJob, ReportOutcome
+from api.queue.leases import ReportOutcome
+from jobtypes import protocol
 
 
-def claim_samples(jobs: Sequence[ClaimedJob]) -> list[ClaimSample]:
+def claim_samples(jobs: Sequence[protocol.ClaimedJob]) -> list[ClaimSample]:
     """How long each claimed job had waited since it became due."""
     return [ClaimSample(job.type, job.waited_s) for job in jobs]
 
@@ -24,7 +25,7 @@ def result_samples(outcomes: Sequence[ReportOutcome]) -> list[ResultSample]:
             for o in outcomes if o.accepted and o.status and o.type]
 
 
-def record(jobs: Sequence[ClaimedJob] = (), outcomes: Sequence[ReportOutcome] = ()) -> None:
+def record(jobs: Sequence[protocol.ClaimedJob] = (), outcomes: Sequence[ReportOutcome] = ()) -> None:
     """Observe what one committed claim or report did (claimed jobs, accepted reports)."""
     observe_claims(claim_samples(jobs))
     observe_results(result_samples(outcomes))

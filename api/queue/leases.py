@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 
 from api.queue.sql import Q
 from api.queue.submit import notify_arrivals
-from jobtypes import CATALOGUE, RetryPolicy
+from jobtypes import CATALOGUE, RetryPolicy, protocol
 
 
 def _policy_params() -> dict[str, Any]:
@@ -37,23 +38,8 @@ def _policy_params() -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class ClaimedJob:
-    job_id: int
-    #: The attempt's fence: echoed by every heartbeat, report and release.
-    token: str
-    type: str
-    attempt: int
-    max_attempts: int
-    input_payload: dict[str, Any]
-    lease_expires_at: dt.datetime
-    #: Seconds the job waited between becoming due and this claim (a metric).
-    waited_s: float = 0.0
-    #: The uploaded files the job reads: file_id, key (where it is stored), size, name.
-    input_files: list[dict[str, Any]] = field(default_factory=list)
-
-
-def claim_jobs(conn: Connection, worker_id: int, types: list[str], limit: int, lease_s: float) -> list[ClaimedJob]:
+def claim_jobs(conn: Connection, worker_id: int, types: list[str], limit: int,
+               lease_s: float) -> list[protocol.ClaimedJob]:
     """Claim up to ``limit`` due jobs of ``types`` for a worker, in one statement.
 
     ``FOR UPDATE SKIP LOCKED`` lets concurrent claimers pass each other's rows instead of
@@ -64,7 +50,13 @@ def claim_jobs(conn: Connection, worker_id: int, types: list[str], limit: int, l
     rows = conn.execute(
         Q.claim, {"types": types, "limit": limit, "worker_id": worker_id, "lease_s": lease_s}
     ).all()
-    return [ClaimedJob(*row) for row in rows]
+    return msgspec.convert([row._asdict() | {"timeout_s": _timeout_s(row.type)} for row in rows],
+                           list[protocol.ClaimedJob])
+
+
+def _timeout_s(job_type: str) -> float:
+    known = CATALOGUE.get(job_type)
+    return known.timeout_s if known else 0.0
 
 
 def next_due_at(conn: Connection, types: list[str]) -> dt.datetime | None:

@@ -102,7 +102,7 @@ class Claim(MethodView):
         )
         metric_samples.record(answer.jobs)
         return ok(protocol.dump(protocol.ClaimAnswer(
-            jobs=[service.claimed_message(j) for j in answer.jobs], drain=answer.drain,
+            jobs=answer.jobs, drain=answer.drain,
             results=[service.outcome_message(o) for o in answer.reported])))
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from api.context import AppContext
 from api.errors import StaleAttempt
 from api.queue.leases import (
-    ClaimedJob,
     Held,
     Report,
     ReportOutcome,
@@ -23,7 +22,7 @@ from api.queue.leases import (
 )
 from api.queue.wakeup import FAN_OUT, Waiter
 from api.queue.workers import WorkerRow, touch_worker
-from jobtypes import CATALOGUE, protocol
+from jobtypes import protocol
 
 #: Long polls at least this long are shortened at random (see :func:`long_poll_claim`).
 JITTER_FROM_S = 5.0
@@ -58,7 +57,7 @@ def outcome_message(outcome: ReportOutcome) -> protocol.Outcome:
 
 @dataclass(frozen=True)
 class ClaimAnswer:
-    jobs: list[ClaimedJob]
+    jobs: list[protocol.ClaimedJob]
     drain: bool
     reported: list[ReportOutcome]
 
@@ -108,7 +107,7 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
                     claim_types = sorted(set(types) & set(worker.job_types)) if types else worker.job_types
                     # Parked before the claim's snapshot: a job committed after it wakes this claim.
                     waiter = c.hub.park(worker_id, claim_types)
-                jobs: list[ClaimedJob] = []
+                jobs: list[protocol.ClaimedJob] = []
                 due_at = None
                 if claim_types and not worker.draining and not _lapsed_since(worker, started_at) and not client_gone():
                     waiter.clear()
@@ -143,11 +142,11 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
             c.hub.leave(waiter)
 
 
-def _give_back(c: AppContext, worker_id: int, user_id: int, jobs: list[ClaimedJob]) -> None:
+def _give_back(c: AppContext, worker_id: int, user_id: int, jobs: list[protocol.ClaimedJob]) -> None:
     """Release jobs claimed for a client that is gone (not counted as attempts)."""
     with c.claim_transaction() as conn:
         touch_worker(conn, worker_id, user_id, durable=False)
-        release_attempts(conn, worker_id, [Held(j.job_id, j.token, j.attempt) for j in jobs])
+        release_attempts(conn, worker_id, [Held(j.job_id, str(j.token), j.attempt) for j in jobs])
 
 
 def _lapsed_since(worker: WorkerRow, started_at: dt.datetime | None) -> bool:
@@ -182,13 +181,3 @@ def _park(c: AppContext, waiter: Waiter, deadline: float, due_at: dt.datetime | 
             return None
         if polling:
             return False
-
-
-def claimed_message(job: ClaimedJob) -> protocol.ClaimedJob:
-    job_type = CATALOGUE.get(job.type)
-    return protocol.ClaimedJob(
-        job_id=job.job_id, token=uuid.UUID(job.token), type=job.type, attempt=job.attempt,
-        max_attempts=job.max_attempts, input_payload=job.input_payload, lease_expires_at=job.lease_expires_at,
-        timeout_s=job_type.timeout_s if job_type else 0.0,
-        input_files=[protocol.InputFile(**f) for f in job.input_files],
-    )

@@ -7,6 +7,7 @@ scrape before and after. (tests/acceptance/test_metrics.py covers gunicorn's pro
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import uuid
 from typing import Any
@@ -15,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from api.metrics import samples
-from api.queue.leases import ClaimedJob, ReportOutcome
-from jobtypes import job_type_names
+from api.queue.leases import ReportOutcome
+from jobtypes import job_type_names, protocol
 from tests.integration.conftest import As, claim, register, report, submit
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -175,7 +176,8 @@ def test_a_scrape_during_a_database_outage_says_so(app_factory):
 
 
 def test_samples_come_from_what_the_claim_and_report_answered():
-    job = ClaimedJob(1, str(uuid.uuid4()), "sleep", 1, 3, {}, None, waited_s=2.5)  # type: ignore[arg-type]
+    job = protocol.ClaimedJob(job_id=1, token=uuid.uuid4(), type="sleep", attempt=1, max_attempts=3, input_payload={},
+                              lease_expires_at=dt.datetime.now(dt.UTC), timeout_s=0.0, input_files=[], waited_s=2.5)
     outcomes = [ReportOutcome(2, str(uuid.uuid4()), 1, True, "SUCCEEDED", None, "noop", 0.25),
                 ReportOutcome(3, str(uuid.uuid4()), 1, False)]
     assert [(c.type, c.waited_s) for c in samples.claim_samples([job])] == [("sleep", 2.5)]

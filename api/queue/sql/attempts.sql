@@ -57,8 +57,8 @@ WITH picked AS (
     RETURNING j.id, j.lease_token, j.type, j.attempt, j.max_attempts, j.input_payload, j.lease_expires_at,
               greatest(extract(epoch FROM now() - j.run_after), 0)::float8 AS waited_s, j.priority, j.run_after
 )
-SELECT c.id, c.lease_token::text, c.type, c.attempt, c.max_attempts, c.input_payload, c.lease_expires_at,
-       c.waited_s,
+SELECT c.id AS job_id, c.lease_token AS token, c.type, c.attempt, c.max_attempts, c.input_payload,
+       c.lease_expires_at, c.waited_s,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('file_id', f.id, 'key', f.storage_key, 'size', f.size,
                                                      'name', f.name) ORDER BY f.id), '[]'::jsonb)
         FROM job_files jf JOIN files f ON f.id = jf.file_id WHERE jf.job_id = c.id) AS input_files
