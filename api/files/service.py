@@ -8,6 +8,7 @@ from sqlalchemy import Connection, text
 
 from api.auth.guards import Caller
 from api.errors import Conflict, NotFound
+from api.queue.jobs import active_jobs_reading
 from storage import StoredObject
 
 #: A FITS file starts with this card (FITS standard 4.0, section 4.4.1.1).
@@ -81,10 +82,7 @@ def delete_file(conn: Connection, who: Caller, file_id: int) -> str:
                        {"id": file_id} | _who(who)).one_or_none()
     if row is None:
         raise NotFound(f"file {file_id} not found")
-    active = conn.execute(text("""
-        SELECT j.id FROM job_files jf JOIN jobs j ON j.id = jf.job_id
-        WHERE jf.file_id = :id AND j.status IN ('PENDING', 'IN_PROGRESS') ORDER BY j.id LIMIT 100
-    """), {"id": file_id}).scalars().all()
+    active = active_jobs_reading(conn, file_id)
     if active:
         raise Conflict(f"file {file_id} is an input of active jobs {list(active)}; wait for them or cancel them",
                        details={"job_ids": list(active)})

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 from api.auth.guards import Caller
 from api.errors import ValidationFailed
 from api.jobs.schemas import input_schema
+from api.queue.jobs import own_job_ids
 from jobtypes import file_refs
 from storage import InvalidKey, validate_key
 from storage.netguard import AddressGuard, ForbiddenAddress
@@ -103,23 +104,10 @@ def _check_keys(conn: Connection, who: Caller, keys: list[str], per_body: list[_
         FOR KEY SHARE
     """), {"keys": valid, "is_admin": who.is_admin, "user_id": who.user_id}).all())
     job_ids = sorted({int(m.group(1)) for key in valid if (m := _JOB_OUTPUT_KEY.match(key))})
-    own_jobs = set(conn.execute(text("""
-        SELECT id FROM jobs WHERE id = ANY(CAST(:ids AS bigint[])) AND (:is_admin OR user_id = :user_id)
-    """), {"ids": job_ids, "is_admin": who.is_admin, "user_id": who.user_id}).scalars()) if job_ids else set()
+    own_jobs = own_job_ids(conn, who, job_ids)
     for key in valid:
         match = _JOB_OUTPUT_KEY.match(key)
         if key in files or (match and int(match.group(1)) in own_jobs) or (who.is_admin and not match):
             continue
         problems.update({p: [f"no object {key!r} that you may read"] for p in paths[key]})
     return files
-
-
-def link_job_files(conn: Connection, job_ids: list[int], file_ids: list[list[int]]) -> None:
-    """Record which uploaded files each job reads (a file is not deleted under an active job)."""
-    pairs = [(job_id, fid) for job_id, fids in zip(job_ids, file_ids, strict=True) for fid in fids]
-    if pairs:
-        conn.execute(text("""
-            INSERT INTO job_files (job_id, file_id)
-            SELECT * FROM unnest(CAST(:jobs AS bigint[]), CAST(:files AS bigint[]))
-            ON CONFLICT DO NOTHING
-        """), {"jobs": [p[0] for p in pairs], "files": [p[1] for p in pairs]})

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, text
 from api.auth.guards import Caller
 from api.config import Settings
 from api.errors import LimitExceeded, ValidationFailed
+from api.queue.jobs import account_limits
 
 #: Namespace of the per-user advisory lock that serialises one user's submissions, so two
 #: concurrent batches cannot both pass the active-job check ("skyl" in ASCII, shifted).
@@ -38,24 +39,16 @@ class Limits:
         return asdict(self)
 
 
-# One statement: the account's overrides and its active jobs (through uq_jobs_active_input).
-_ACCOUNT_LIMITS = text("""
-    SELECT u.max_active_jobs, u.min_priority,
-           (SELECT count(*) FROM jobs j
-            WHERE j.user_id = u.id AND j.status IN ('PENDING', 'IN_PROGRESS')) AS active
-    FROM users u WHERE u.id = :id
-""")
 
 
 def limits_for(conn: Connection, who: Caller, settings: Settings) -> Limits:
     """The caller's limits and current active-job count."""
-    row = conn.execute(_ACCOUNT_LIMITS, {"id": who.user_id}).one_or_none()
-    max_active, min_priority, active = row if row is not None else (None, None, 0)
+    max_active, min_priority, active = account_limits(conn, who.user_id)
     if min_priority is None:
         min_priority = 0 if who.is_admin else settings.user_min_priority
     return Limits(
         max_active_jobs=max_active if max_active is not None else settings.max_active_jobs_per_user,
-        active_jobs=int(active),
+        active_jobs=active,
         min_priority=min_priority,
         max_priority=9,
         max_batch=settings.max_submit_batch,

@@ -19,7 +19,7 @@ from api.files.routes import download_entry
 from api.files.schemas import DownloadSchema
 from api.jobs import idempotency
 from api.jobs.archive import zip_stream
-from api.jobs.inputs import check_inputs, link_job_files
+from api.jobs.inputs import check_inputs
 from api.jobs.limits import check_submission, limits_for
 from api.jobs.schemas import (
     JobBatchCreateSchema,
@@ -33,6 +33,7 @@ from api.jobs.schemas import (
 )
 from api.pagination import pagination
 from api.queue import jobs as queue_jobs
+from api.queue.jobs import link_job_files
 from api.queue.submit import NewJob, Submitted, cancel_job, enqueue_jobs
 from jobtypes import get_job_type
 from storage.netguard import ForbiddenAddress

@@ -102,3 +102,28 @@ def prune_finished(conn: Connection, age_s: float, limit: int) -> list[tuple[int
 def invalidate_cache(conn: Connection, job_type: str) -> int:
     """Stop reusing every cached result of ``job_type``; returns how many results were valid."""
     return int(conn.execute(Q.invalidate_cache, {"type": job_type}).rowcount)
+
+
+def account_limits(conn: Connection, user_id: int) -> tuple[int | None, int | None, int]:
+    """An account's own limits (None: the defaults) and how many of its jobs are active."""
+    row = conn.execute(Q.account_limits, {"user_id": user_id}).one_or_none()
+    return (row[0], row[1], int(row[2])) if row is not None else (None, None, 0)
+
+
+def own_job_ids(conn: Connection, who: Caller, job_ids: list[int]) -> set[int]:
+    """Those of ``job_ids`` whose outputs the caller may read (an admin: all that exist)."""
+    if not job_ids:
+        return set()
+    return {int(i) for i in conn.execute(Q.own_job_ids, {"ids": job_ids} | _who(who)).scalars()}
+
+
+def link_job_files(conn: Connection, job_ids: list[int], file_ids: list[list[int]]) -> None:
+    """Record which uploaded files each job reads (a file is not deleted under an active job)."""
+    pairs = [(job_id, fid) for job_id, fids in zip(job_ids, file_ids, strict=True) for fid in fids]
+    if pairs:
+        conn.execute(Q.link_job_files, {"jobs": [p[0] for p in pairs], "files": [p[1] for p in pairs]})
+
+
+def active_jobs_reading(conn: Connection, file_id: int) -> list[int]:
+    """The pending or running jobs that read the file (up to 100), oldest first."""
+    return [int(i) for i in conn.execute(Q.active_jobs_reading, {"file_id": file_id}).scalars()]

@@ -134,3 +134,24 @@ RETURNING id, attempt > 0 AS ran
 UPDATE job_attempts t SET cache_valid = false
 FROM jobs j
 WHERE j.id = t.job_id AND j.type = :type AND t.outcome = 'SUCCEEDED' AND t.cache_valid
+
+-- name: account_limits
+-- An account's overrides and its active jobs (through uq_jobs_active_input), in one statement.
+SELECT u.max_active_jobs, u.min_priority,
+       (SELECT count(*) FROM jobs j WHERE j.user_id = u.id AND j.status IN ('PENDING', 'IN_PROGRESS')) AS active
+FROM users u WHERE u.id = :user_id
+
+-- name: own_job_ids
+-- Which of :ids are jobs the caller may read the outputs of.
+SELECT j.id FROM jobs j WHERE j.id = ANY(CAST(:ids AS bigint[])) AND {{visible}}
+
+-- name: link_job_files
+-- Which uploaded files each job reads (a file is not deleted under an active job).
+INSERT INTO job_files (job_id, file_id)
+SELECT * FROM unnest(CAST(:jobs AS bigint[]), CAST(:files AS bigint[]))
+ON CONFLICT DO NOTHING
+
+-- name: active_jobs_reading
+-- The pending or running jobs that read file :file_id (up to 100).
+SELECT j.id FROM job_files jf JOIN jobs j ON j.id = jf.job_id
+WHERE jf.file_id = :file_id AND j.status IN ('PENDING', 'IN_PROGRESS') ORDER BY j.id LIMIT 100
