@@ -23,14 +23,12 @@ import psycopg
 import pytest
 from flask import Flask
 
-from api.app import create_app
 from api.auth import service as accounts
 from api.auth.models import Role
 from api.config import Settings
-from api.context import EXTENSION_KEY
 from api.embedded import EmbeddedPostgres
 from api.migrate import upgrade
-from tests.integration.conftest import As, make_account
+from tests.integration.conftest import As, make_account, running_app
 
 
 class CrashablePostgres:
@@ -89,12 +87,8 @@ def crashable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashablePos
 def app(crashable: CrashablePostgres, jwt_private_key: str, tmp_path: Path) -> Iterator[Flask]:
     settings = Settings(database_url=crashable.url, jwt_private_key=jwt_private_key, background=False,
                         lease_s=30.0, storage_dir=str(tmp_path / "storage"))
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    yield app
-    context = app.extensions[EXTENSION_KEY]
-    context.listener.stop()
-    context.engine.dispose()
+    with running_app(settings) as app:
+        yield app
 
 
 def until_answered(call: Any, timeout_s: float = 30.0) -> Any:

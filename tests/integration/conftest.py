@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,23 @@ def settings(clean_db: str, jwt_private_key: str, tmp_path: Path) -> Settings:
                     heartbeat_interval_s=1.0, claim_poll_fallback_s=0.5, storage_dir=str(tmp_path / "storage"))
 
 
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
+@contextmanager
+def running_app(settings: Settings) -> Iterator[Flask]:
+    """The app for tests, its LISTEN thread stopped and its connections closed afterwards."""
     app = create_app(settings)
     app.config["TESTING"] = True
-    yield app
-    context = app.extensions[EXTENSION_KEY]
-    context.listener.stop()
-    context.engine.dispose()
+    try:
+        yield app
+    finally:
+        context = app.extensions[EXTENSION_KEY]
+        context.listener.stop()
+        context.engine.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    with running_app(settings) as app:
+        yield app
 
 
 @pytest.fixture
@@ -119,17 +129,6 @@ def report(worker: As, worker_id: int, job: dict[str, Any], status: str = "SUCCE
 @pytest.fixture
 def app_factory(settings: Settings) -> Iterator[Any]:
     """Build extra apps from the test settings with some changed: ``app_factory(cors_origins=("*",))``."""
-    built: list[Flask] = []
-
-    def build(**changes: Any) -> Flask:
-        extra = create_app(settings.with_(**changes))
-        extra.config["TESTING"] = True
-        built.append(extra)
-        return extra
-
-    yield build
-    for extra in built:
-        context = extra.extensions[EXTENSION_KEY]
-        context.listener.stop()
-        context.engine.dispose()
+    with ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(running_app(settings.with_(**changes)))
 

@@ -19,7 +19,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine
 
-from api.app import create_app
 from api.auth import service as accounts
 from api.auth.models import Role
 from api.config import Settings
@@ -27,7 +26,7 @@ from api.context import EXTENSION_KEY
 from api.database import libpq_url
 from tests.conftest import TABLES
 from tests.helpers import count
-from tests.integration.conftest import PASSWORD, As, make_account, register
+from tests.integration.conftest import PASSWORD, As, make_account, register, running_app
 
 BIG = 99999999999999999999  # past bigint (2**63 - 1 = 9223372036854775807)
 NUL = "a\x00b"
@@ -70,12 +69,8 @@ def settings(database_url: str, jwt_private_key: str, tmp_path_factory: pytest.T
 
 @pytest.fixture(scope="module")
 def app(settings: Settings) -> Iterator[Flask]:
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    yield app
-    context = app.extensions[EXTENSION_KEY]
-    context.listener.stop()
-    context.engine.dispose()
+    with running_app(settings) as app:
+        yield app
     with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as conn:
         conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
 
