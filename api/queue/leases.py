@@ -102,11 +102,11 @@ def extend_leases(conn: Connection, worker_id: int, held: list[Held], lease_s: f
         "progress": [Jsonb(progress[h.token]) if h.token in progress else None for h in held],
     }).all()
     # Live attempts are "live" even when this beat skipped one that was locked.
-    cancelled = {job_id: cancel for job_id, cancel, _ in rows}
-    live = [h for h in held if h.job_id in cancelled]
-    stop = [(h, "cancelled") for h in live if cancelled[h.job_id]]
-    stop += [(h, "lost") for h in held if h.job_id not in cancelled]
-    expires = max((row[2] for row in rows if row[2] is not None), default=None)
+    cancelled = {(job_id, token): cancel for job_id, token, cancel, _ in rows}
+    live = [h for h in held if (h.job_id, h.token) in cancelled]
+    stop = [(h, "cancelled") for h in live if cancelled[(h.job_id, h.token)]]
+    stop += [(h, "lost") for h in held if (h.job_id, h.token) not in cancelled]
+    expires = max((row[3] for row in rows if row[3] is not None), default=None)
     return Liveness(live=live, stop=stop, lease_expires_at=expires)
 
 

@@ -100,6 +100,24 @@ def test_rescue_leaves_live_leases_alone_and_works_in_batches(alice, worker_acco
     assert statuses == ["IN_PROGRESS", "IN_PROGRESS", "PENDING", "PENDING", "PENDING"]
 
 
+def test_a_worker_holding_a_stale_and_the_live_attempt_of_one_job_keeps_only_the_live_one(alice, worker_account,
+                                                                                        engine):
+    job = submit(alice)
+    worker = register(worker_account)
+    (stale,) = claim(worker_account, worker)
+    _expire(engine, job["id"])
+    Rescuer(engine).run_once()
+    _make_due(engine, job["id"])
+    (live,) = claim(worker_account, worker)  # the same worker, the same job, attempt 2
+
+    held = [{"job_id": job["id"], "attempt": c["attempt"], "token": c["token"]} for c in (stale, live)]
+    beat = worker_account.post(f"/api/workers/{worker}/heartbeat", {"jobs": held})
+    assert beat.json["data"]["stop"] == [{"job_id": job["id"], "attempt": 1, "token": stale["token"], "reason": "lost"}]
+    assert report(worker_account, worker, stale).status_code == 409
+    assert report(worker_account, worker, live).status_code == 200
+    assert job_row(engine, job["id"])["status"] == "SUCCEEDED"
+
+
 def test_silent_workers_are_marked_lost(alice, worker_account, engine):
     wid = register(worker_account)
     with engine.begin() as conn:

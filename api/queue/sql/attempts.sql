@@ -86,7 +86,7 @@ WITH mine AS (
     SELECT * FROM unnest(CAST(:job_ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:progress AS jsonb[]))
         AS m(job_id, token, progress)
 ), live AS (
-    SELECT j.id, j.cancel_requested FROM jobs j JOIN mine ON mine.job_id = j.id
+    SELECT j.id, mine.token, j.cancel_requested FROM jobs j JOIN mine ON mine.job_id = j.id
     WHERE {{live}}
 ), extended AS (
     UPDATE jobs j SET
@@ -99,7 +99,7 @@ WITH mine AS (
       AND j.id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM live) FOR NO KEY UPDATE SKIP LOCKED)
     RETURNING j.id, j.lease_expires_at
 )
-SELECT live.id, live.cancel_requested, extended.lease_expires_at
+SELECT live.id, live.token::text, live.cancel_requested, extended.lease_expires_at
 FROM live LEFT JOIN extended ON extended.id = live.id
 
 -- name: report
