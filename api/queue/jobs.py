@@ -20,18 +20,13 @@ def _who(who: Caller) -> dict[str, Any]:
 
 def get_jobs(conn: Connection, job_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Jobs by id, without visibility checks (for rendering what a caller just submitted)."""
-    rows = conn.execute(
-        Q.jobs_by_id, {"ids": job_ids}
-    ).mappings().all()
+    rows = conn.execute(Q.jobs_by_id, {"ids": job_ids}).mappings().all()
     return {row["id"]: dict(row) for row in rows}
 
 
 def get_visible_job(conn: Connection, who: Caller, job_id: int) -> dict[str, Any]:
     """The job, if the caller may see it; otherwise 404 (never 403: ids are not confirmed)."""
-    row = conn.execute(
-        Q.visible_job,
-        {"job_id": job_id} | _who(who),
-    ).mappings().one_or_none()
+    row = conn.execute(Q.visible_job, {"job_id": job_id} | _who(who)).mappings().one_or_none()
     if row is None:
         raise NotFound(f"job {job_id} not found")
     return dict(row)
@@ -40,10 +35,7 @@ def get_visible_job(conn: Connection, who: Caller, job_id: int) -> dict[str, Any
 def get_result(conn: Connection, who: Caller, job_id: int) -> dict[str, Any]:
     """The result of a job that succeeded (payload and output files); 404 if there is none (yet)."""
     job = get_visible_job(conn, who, job_id)
-    row = conn.execute(
-        Q.result,
-        {"job_id": job_id},
-    ).mappings().one_or_none()
+    row = conn.execute(Q.result, {"job_id": job_id}).mappings().one_or_none()
     if row is None:
         raise NotFound(f"job {job_id} has no result (status {job['status']})", details={"status": job["status"]})
     return dict(row)

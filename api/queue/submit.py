@@ -114,30 +114,29 @@ def enqueue_jobs(conn: Connection, user_id: int, jobs: list[NewJob]) -> list[Sub
     if _first_per_key(jobs, keys, resolved):
         raise Conflict("identical jobs kept finishing while this one was submitted; retry")
 
-    answers: list[Submitted | int] = []  # an int: the index into `others`, filled in below
-    others: list[tuple[NewJob, int, str]] = []  # submissions that joined or reused a job
+    job_ids = [resolved[key][0] for key in keys]
+    origins: list[str] = []
     seen: set[tuple[str, str]] = set()
-    for job, key in zip(jobs, keys, strict=True):
-        job_id, origin = resolved[key]
-        if origin == "created" and key not in seen:
-            answers.append(Submitted(job_id, created[key], origin))
-        else:
-            # A repeat of a key inside the same batch joins the job its first copy made.
-            answers.append(len(others))
-            others.append((job, job_id, "joined" if origin == "created" else origin))
+    for key in keys:
+        origin = resolved[key][1]
+        # A repeat of a key inside the same batch joins the job its first copy made.
+        origins.append("joined" if origin == "created" and key in seen else origin)
         seen.add(key)
+    # A creating submission's id is its job's request_id; the others get a job_requests row each.
+    request_ids = [created.get(key, 0) for key in keys]
+    others = [i for i, origin in enumerate(origins) if origin != "created"]
     if others:
-        request_ids = conn.execute(Q.insert_requests, {
-            "user_id": user_id, "job_ids": [j for _, j, _ in others], "origins": [o for _, _, o in others],
-            "callback_urls": [n.callback_url for n, _, _ in others],
-            "callback_tokens": [n.callback_token for n, _, _ in others],
+        inserted_ids = conn.execute(Q.insert_requests, {
+            "user_id": user_id, "job_ids": [job_ids[i] for i in others], "origins": [origins[i] for i in others],
+            "callback_urls": [jobs[i].callback_url for i in others],
+            "callback_tokens": [jobs[i].callback_token for i in others],
         }).scalars().all()
-        if any(n.callback_url and o == "cached" for n, _, o in others):
-            conn.execute(Q.callbacks_for_finished, {"request_ids": list(request_ids)})
-        answers = [a if isinstance(a, Submitted) else Submitted(others[a][1], request_ids[a], others[a][2])
-                   for a in answers]
+        for i, request_id in zip(others, inserted_ids, strict=True):
+            request_ids[i] = request_id
+        if any(jobs[i].callback_url and origins[i] == "cached" for i in others):
+            conn.execute(Q.callbacks_for_finished, {"request_ids": list(inserted_ids)})
     notify_arrivals(conn, {t: max(n, 1) for t, n in due.items()})
-    return [a for a in answers if isinstance(a, Submitted)]
+    return [Submitted(j, r, o) for j, r, o in zip(job_ids, request_ids, origins, strict=True)]
 
 
 def _first_per_key(jobs: list[NewJob], keys: list[tuple[str, str]],

@@ -124,7 +124,7 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
                 if client_gone():
                     # The worker gave up on this request (its timeout, or it died) while the claim
                     # ran: nobody would run these jobs until their leases lapsed. Hand them back.
-                    _give_back(c, worker_id, user_id, jobs)
+                    _give_back(c, worker_id, jobs)
                     return ClaimAnswer([], False, reported)
                 if due_turn and len(jobs) >= limit:  # more may have fallen due at once
                     for job_type in {j.type for j in jobs}:
@@ -142,10 +142,9 @@ def long_poll_claim(c: AppContext, worker_id: int, user_id: int, types: list[str
             c.hub.leave(waiter)
 
 
-def _give_back(c: AppContext, worker_id: int, user_id: int, jobs: list[protocol.ClaimedJob]) -> None:
+def _give_back(c: AppContext, worker_id: int, jobs: list[protocol.ClaimedJob]) -> None:
     """Release jobs claimed for a client that is gone (not counted as attempts)."""
     with c.claim_transaction() as conn:
-        touch_worker(conn, worker_id, user_id, durable=False)
         release_attempts(conn, worker_id, [Held(j.job_id, str(j.token), j.attempt) for j in jobs])
 
 
