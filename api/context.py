@@ -51,9 +51,22 @@ class AppContext:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One transaction; a lost database becomes a 503 in the error envelope."""
+        with self._mapped_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection in autocommit for one read: no BEGIN and COMMIT round trips around it
+        (two statements on it see two snapshots; use :meth:`transaction` when they must agree)."""
+        with self._mapped_errors(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """A lost database, a full pool or a rolled-back transaction become 503s in the error envelope."""
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            yield
         except OperationalError as exc:
             # A deadlock or serialization failure: nothing was written; the client may retry.
             if isinstance(exc.orig, TransactionRollback):

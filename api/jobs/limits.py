@@ -9,16 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from api.auth.guards import Caller
 from api.config import Settings
 from api.errors import LimitExceeded, ValidationFailed
-from api.queue.jobs import account_limits
-
-#: Namespace of the per-user advisory lock that serialises one user's submissions, so two
-#: concurrent batches cannot both pass the active-job check ("skyl" in ASCII, shifted).
-_SUBMIT_LOCK_NAMESPACE = 0x736B796C << 32
+from api.queue.jobs import account_limits, submission_limits
 
 
 @dataclass(frozen=True)
@@ -39,15 +35,19 @@ class Limits:
         return asdict(self)
 
 
+def _resolve(who: Caller, settings: Settings, max_active: int | None, min_priority: int | None) -> tuple[int, int]:
+    """An account's overrides, or the configured defaults: (max active jobs, min priority)."""
+    if min_priority is None:
+        min_priority = 0 if who.is_admin else settings.user_min_priority
+    return (max_active if max_active is not None else settings.max_active_jobs_per_user), min_priority
 
 
 def limits_for(conn: Connection, who: Caller, settings: Settings) -> Limits:
     """The caller's limits and current active-job count."""
     max_active, min_priority, active = account_limits(conn, who.user_id)
-    if min_priority is None:
-        min_priority = 0 if who.is_admin else settings.user_min_priority
+    max_active, min_priority = _resolve(who, settings, max_active, min_priority)
     return Limits(
-        max_active_jobs=max_active if max_active is not None else settings.max_active_jobs_per_user,
+        max_active_jobs=max_active,
         active_jobs=active,
         min_priority=min_priority,
         max_priority=9,
@@ -58,26 +58,34 @@ def limits_for(conn: Connection, who: Caller, settings: Settings) -> Limits:
     )
 
 
-def check_submission(conn: Connection, who: Caller, settings: Settings, bodies: list[dict[str, Any]]) -> None:
-    """Refuse a submission that breaks a limit, naming it. Call inside the submitting transaction.
+def check_submission(conn: Connection, who: Caller, settings: Settings, bodies: list[dict[str, Any]],
+                     created: int) -> None:
+    """Refuse a submission that breaks a limit, naming it. Call in the submitting transaction
+    once its jobs are in (a refusal rolls them back); it ``created`` that many new jobs
+    (joining an active job or reusing a result adds none).
 
-    Takes a per-user transaction lock first, so the count it checks cannot change before
-    this submission commits (submissions of other users are not serialised).
+    The active jobs are counted under a per-user lock held to the commit, so two concurrent
+    submissions cannot both pass; submissions of other users are not serialised, nor is the
+    work of a submission before its count. The count stops one past the limit: a user with a
+    deep queue does not pay for counting all of it on every submission.
     """
-    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUBMIT_LOCK_NAMESPACE + who.user_id})
-    limits = limits_for(conn, who, settings)
+    cap = settings.max_active_jobs_per_user + 1
+    max_active, min_priority, active = submission_limits(conn, who.user_id, cap)
+    max_active, min_priority = _resolve(who, settings, max_active, min_priority)
+    if active >= cap and max_active >= cap:  # an account allowed more than the default: count further
+        active = submission_limits(conn, who.user_id, max_active + 1)[2]
     too_urgent = {
         (f"jobs.{i}.priority" if len(bodies) > 1 else "priority"): [
-            f"priority {b['priority']} is more urgent than your allowance (at most {limits.min_priority})"]
-        for i, b in enumerate(bodies) if b["priority"] < limits.min_priority
+            f"priority {b['priority']} is more urgent than your allowance (at most {min_priority})"]
+        for i, b in enumerate(bodies) if b["priority"] < min_priority
     }
     if too_urgent:
         raise ValidationFailed("priority beyond your allowance; see GET /api/jobs/limits",
                                details={"location": "json", "fields": too_urgent})
-    if limits.active_jobs + len(bodies) > limits.max_active_jobs:
+    if active > max_active:
+        before = account_limits(conn, who.user_id)[2] - created  # the exact count, only to say it
         raise LimitExceeded(
-            f"max_active_jobs: you have {limits.active_jobs} active jobs and the limit is "
-            f"{limits.max_active_jobs}; wait for some to finish or cancel them",
-            details={"limit": "max_active_jobs", "max": limits.max_active_jobs,
-                     "active": limits.active_jobs, "requested": len(bodies)},
+            f"max_active_jobs: you have {before} active jobs and the limit is "
+            f"{max_active}; wait for some to finish or cancel them",
+            details={"limit": "max_active_jobs", "max": max_active, "active": before, "requested": len(bodies)},
         )

@@ -93,9 +93,9 @@ def _submit(bodies: list[dict[str, Any]], status_of: Callable[[list[Submitted]],
     with c.transaction() as conn:
         # The key first: a concurrent request with the same key waits here for this one's outcome.
         if key is None or idempotency.claim_key(conn, who.user_id, key, hash_, ttl_s):
-            check_submission(conn, who, c.settings, bodies)
             file_ids = check_inputs(conn, who, c.guard, bodies)
             submitted = enqueue_jobs(conn, who.user_id, [_new_job(b) for b in bodies])
+            check_submission(conn, who, c.settings, bodies, sum(s.origin == "created" for s in submitted))
             link_job_files(conn, [s.job_id for s in submitted], file_ids)
             answer = idempotency.StoredAnswer(hash_, status_of(submitted), submitted)
             if key is not None:
@@ -119,7 +119,7 @@ def _answer(answer: idempotency.StoredAnswer, hash_: str, replayed: bool) -> Ans
     """
     if replayed:
         idempotency.check_same_request(answer, hash_)
-    with ctx().transaction() as conn:
+    with ctx().read() as conn:
         jobs = queue_jobs.get_jobs(conn, [s.job_id for s in answer.submitted])
     gone = sorted({s.job_id for s in answer.submitted} - jobs.keys())
     if gone:

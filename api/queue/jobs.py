@@ -14,6 +14,11 @@ from api.queue.sql import Q
 from jobtypes.protocol import output_prefix
 
 
+#: Namespace of the per-user advisory lock that serialises one user's submissions, so two
+#: concurrent batches cannot both pass the active-job check ("skyl" in ASCII, shifted).
+SUBMIT_LOCK_NAMESPACE = 0x736B796C << 32
+
+
 def _who(who: Caller) -> dict[str, Any]:
     return {"is_admin": who.is_admin, "user_id": who.user_id}
 
@@ -100,6 +105,14 @@ def account_limits(conn: Connection, user_id: int) -> tuple[int | None, int | No
     """An account's own limits (None: the defaults) and how many of its jobs are active."""
     row = conn.execute(Q.account_limits, {"user_id": user_id}).one_or_none()
     return (row[0], row[1], int(row[2])) if row is not None else (None, None, 0)
+
+
+def submission_limits(conn: Connection, user_id: int, cap: int) -> tuple[int | None, int | None, int]:
+    """Take the user's submission lock (held until the transaction ends), then read the account's
+    own limits (None: the defaults) and its active jobs counted up to ``cap``."""
+    conn.execute(Q.lock_submissions, {"lock_key": SUBMIT_LOCK_NAMESPACE + user_id})
+    row = conn.execute(Q.submission_limits, {"user_id": user_id, "cap": cap}).one()
+    return row[0], row[1], int(row[2])
 
 
 def own_job_ids(conn: Connection, who: Caller, job_ids: list[int]) -> set[int]:

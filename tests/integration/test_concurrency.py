@@ -12,7 +12,8 @@ from api.database import make_engine
 from api.queue.leases import claim_jobs
 from api.queue.submit import NewJob, enqueue_jobs
 from tests.helpers import count
-from tests.integration.conftest import submit
+from api.auth.models import Role
+from tests.integration.conftest import make_account, submit
 
 JOBS = 5000
 CLAIMERS = 8
@@ -137,3 +138,59 @@ def test_a_heartbeat_with_progress_never_deadlocks_with_a_report_of_the_same_att
         reporter.commit()
     beat.join(10)
     assert answers == [200]
+
+
+def _race(app, token: str, bodies: list[tuple[str, dict]]) -> list[tuple[int, dict]]:
+    """POST each (path, body) from its own thread, all released at once; the answers in order."""
+    barrier = threading.Barrier(len(bodies))
+    answers: list[tuple[int, dict]] = [(0, {})] * len(bodies)
+
+    def post(i: int, path: str, body: dict) -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+        answers[i] = (response.status_code, response.json)
+
+    threads = [threading.Thread(target=post, args=(i, path, body)) for i, (path, body) in enumerate(bodies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return answers
+
+
+def test_concurrent_submissions_never_pass_the_active_job_limit(app_factory):
+    """Twelve submitters race for an account allowed five active jobs: five get in, the rest
+    hear 429, and the jobs table agrees."""
+    limited = app_factory(max_active_jobs_per_user=5)
+    carol = make_account(limited, "carol@example.org", [Role.USER])
+    answers = _race(limited, carol.token,
+                    [("/api/jobs", {"type": "noop", "input_payload": {"tag": str(i)}}) for i in range(12)])
+    assert sorted(Counter(status for status, _ in answers).items()) == [(201, 5), (429, 7)]
+    refused = [body["error"] for status, body in answers if status == 429]
+    assert {e["code"] for e in refused} == {"LIMIT_EXCEEDED"}
+    assert {e["details"]["active"] for e in refused} == {5}
+    engine = limited.extensions["skyfleet"].engine
+    assert count(engine, "jobs") == 5
+
+
+def test_concurrent_batches_sharing_inputs_in_opposite_orders_do_not_deadlock(app, alice, engine):
+    """Each batch waits on the other's uncommitted rows; inserted in one order, they cannot
+    wait on each other in a cycle (a deadlock would cost one of them a 503 after a second)."""
+    tags = [str(i) for i in range(1000)]
+    forward = {"jobs": [{"type": "noop", "input_payload": {"tag": t}} for t in tags]}
+    backward = {"jobs": list(reversed(forward["jobs"]))}
+    for _ in range(5):
+        answers = _race(app, alice.token, [("/api/jobs/batch", forward), ("/api/jobs/batch", backward)])
+        assert [status for status, _ in answers] == [201, 201], answers
+        ids = [[job["id"] for job in body["data"]] for _, body in answers]
+        assert ids[0] == list(reversed(ids[1]))  # the same 1,000 jobs, shared
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM job_requests; DELETE FROM jobs"))
+
+
+def test_a_batch_is_queued_in_the_order_it_was_submitted(alice):
+    jobs = alice.post("/api/jobs/batch", {"jobs": [{"type": "noop", "input_payload": {"tag": t}}
+                                                   for t in ("z", "a", "m", "b")]}).json["data"]
+    assert [j["id"] for j in jobs] == sorted(j["id"] for j in jobs)
+    assert [j["request_id"] for j in jobs] == sorted(j["request_id"] for j in jobs)

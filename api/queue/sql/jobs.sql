@@ -26,14 +26,22 @@ ORDER BY j.type, j.input_hash, j.finished_at DESC
 
 -- name: insert_jobs
 -- New jobs, each with its creating submission's id and callback; an identical active job of
--- the same user makes the insert of that one do nothing.
-INSERT INTO jobs (type, input_payload, input_hash, priority, run_after, max_attempts, user_id,
+-- the same user makes the insert of that one do nothing. The ids are drawn in submission order
+-- (first come, first served within a batch too) and the rows inserted in (type, input hash)
+-- order: concurrent submissions of one user that share inputs then wait for each other's rows
+-- in one order, and cannot deadlock.
+WITH new AS MATERIALIZED (
+    SELECT n.*, nextval('jobs_id_seq') AS id, nextval('job_requests_id_seq') AS request_id
+    FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
+                CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
+                CAST(:max_attempts AS int[]), CAST(:callback_urls AS text[]), CAST(:callback_tokens AS text[]))
+         WITH ORDINALITY AS n(t, p, h, pr, ra, ma, cu, ct, ord)
+    ORDER BY n.ord
+)
+INSERT INTO jobs (id, request_id, type, input_payload, input_hash, priority, run_after, max_attempts, user_id,
                   callback_url, callback_token)
-SELECT t, p, h, pr, coalesce(ra, now()), ma, :user_id, cu, ct
-FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
-            CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
-            CAST(:max_attempts AS int[]), CAST(:callback_urls AS text[]), CAST(:callback_tokens AS text[]))
-     AS n(t, p, h, pr, ra, ma, cu, ct)
+SELECT id, request_id, t, p, h, pr, coalesce(ra, now()), ma, :user_id, cu, ct
+FROM new ORDER BY t, h
 ON CONFLICT (user_id, type, input_hash) WHERE status IN ('PENDING', 'IN_PROGRESS') DO NOTHING
 RETURNING type, input_hash, id, request_id, run_after <= now() AS due
 
@@ -139,6 +147,20 @@ WHERE j.id = t.job_id AND j.type = :type AND t.outcome = 'SUCCEEDED' AND t.cache
 -- An account's overrides and its active jobs (through uq_jobs_active_input), in one statement.
 SELECT u.max_active_jobs, u.min_priority,
        (SELECT count(*) FROM jobs j WHERE j.user_id = u.id AND j.status IN ('PENDING', 'IN_PROGRESS')) AS active
+FROM users u WHERE u.id = :user_id
+
+-- name: lock_submissions
+-- Serialise the end of one user's submissions: a transaction-level advisory lock on :lock_key,
+-- held from the count of its active jobs (submission_limits, a later statement, so that its
+-- snapshot includes every submission that committed while this one waited) to the commit.
+SELECT pg_advisory_xact_lock(:lock_key)
+
+-- name: submission_limits
+-- An account's overrides and its active jobs, counted up to :cap: enough to tell whether a
+-- limit is passed, at a cost bounded by the limit however deep the user's queue is.
+SELECT u.max_active_jobs, u.min_priority,
+       (SELECT count(*) FROM (SELECT FROM jobs j WHERE j.user_id = u.id AND j.status IN ('PENDING', 'IN_PROGRESS')
+                              LIMIT :cap) AS a) AS active
 FROM users u WHERE u.id = :user_id
 
 -- name: own_job_ids
