@@ -6,7 +6,6 @@ import logging
 import threading
 from typing import Any
 
-import psycopg
 from flask import Flask, Response, request
 from flask_smorest import Api
 from sqlalchemy.exc import OperationalError
@@ -15,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from api import __version__
 from api.auth.guards import init_jwt
 from api.config import Settings
-from api.context import EXTENSION_KEY, AppContext
+from api.context import EXTENSION_KEY, AppContext, rolled_back
 from api.database import libpq_url, make_engine
 from api.envelope import ErrorEnvelopeSchema, error_response
 from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
@@ -93,7 +92,7 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     def database_down(error: OperationalError) -> Response:
-        if isinstance(error.orig, psycopg.errors.TransactionRollback):
+        if rolled_back(error):
             # A deadlock or serialization failure: nothing is down, this request lost a race and
             # was rolled back whole; sending it again is safe.
             log.warning("transaction rolled back by the database: %s", error.orig)

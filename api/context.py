@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from flask import current_app
-from psycopg.errors import TransactionRollback
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -23,6 +23,7 @@ from storage import Storage
 from storage.netguard import AddressGuard
 
 EXTENSION_KEY = "skyfleet"
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +55,20 @@ class AppContext:
         with self._mapped_errors(), self.engine.begin() as conn:
             yield conn
 
+    def run_transaction(self, work: Callable[[Connection], T], attempts: int = 3) -> T:
+        """``work`` in a transaction, run again (``attempts`` times in all) when PostgreSQL rolls
+        it back for a deadlock or a serialization failure: nothing it did was kept. ``work``
+        must have no effect outside the transaction."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as conn:
+                    return work(conn)
+            except ServiceUnavailable as exc:
+                cause = exc.__cause__
+                if attempt == attempts or not (isinstance(cause, OperationalError) and rolled_back(cause)):
+                    raise
+        raise AssertionError("unreachable")
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection in autocommit for one read: no BEGIN and COMMIT round trips around it
@@ -69,7 +84,7 @@ class AppContext:
             yield
         except OperationalError as exc:
             # A deadlock or serialization failure: nothing was written; the client may retry.
-            if isinstance(exc.orig, TransactionRollback):
+            if rolled_back(exc):
                 raise ServiceUnavailable(
                     "the database rolled this request back (concurrent update); retry") from exc
             raise ServiceUnavailable("the database is unavailable; retry shortly") from exc
@@ -79,6 +94,12 @@ class AppContext:
             if exc.connection_invalidated:
                 raise ServiceUnavailable("the database connection was lost; retry shortly") from exc
             raise
+
+
+def rolled_back(error: DBAPIError) -> bool:
+    """Whether PostgreSQL rolled the transaction back to resolve a race (SQLSTATE class 40: a
+    deadlock, a serialization failure): nothing was kept, and it may simply run again."""
+    return str(getattr(error.orig, "sqlstate", "") or "").startswith("40")
 
 
 def ctx() -> AppContext:

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from sqlalchemy import Connection
 
 from api.auth.guards import BEARER, caller, require_roles
 from api.auth.models import Role
@@ -90,23 +91,29 @@ def _submit(bodies: list[dict[str, Any]], status_of: Callable[[list[Submitted]],
         if stored is not None:
             return _answer(stored, hash_, replayed=True)
     _check_callbacks(bodies)
-    with c.transaction() as conn:
+    new_jobs = [_new_job(b) for b in bodies]
+
+    def submit(conn: Connection) -> tuple[idempotency.StoredAnswer, bool]:
+        """The submission's transaction: (the answer, whether it is a replay)."""
         # The key first: a concurrent request with the same key waits here for this one's outcome.
-        if key is None or idempotency.claim_key(conn, who.user_id, key, hash_, ttl_s):
-            file_ids = check_inputs(conn, who, c.guard, bodies)
-            submitted = enqueue_jobs(conn, who.user_id, [_new_job(b) for b in bodies])
-            check_submission(conn, who, c.settings, bodies, sum(s.origin == "created" for s in submitted))
-            link_job_files(conn, [s.job_id for s in submitted], file_ids)
-            answer = idempotency.StoredAnswer(hash_, status_of(submitted), submitted)
-            if key is not None:
-                idempotency.complete_key(conn, who.user_id, key, answer)
-            replayed = False
-        else:
+        if key is not None and not idempotency.claim_key(conn, who.user_id, key, hash_, ttl_s):
             # A request with this key committed while this one waited on its row.
             found = idempotency.find_answer(conn, who.user_id, key, ttl_s)
             if found is None:  # deleted at once with its account: nothing to replay, nothing to do
                 raise Conflict(f"this {idempotency.HEADER} was just used and is gone; retry")
-            answer, replayed = found, True
+            return found, True
+        file_ids = check_inputs(conn, who, c.guard, bodies)
+        submitted = enqueue_jobs(conn, who.user_id, new_jobs)
+        check_submission(conn, who, c.settings, bodies, sum(s.origin == "created" for s in submitted))
+        link_job_files(conn, [s.job_id for s in submitted], file_ids)
+        answer = idempotency.StoredAnswer(hash_, status_of(submitted), submitted)
+        if key is not None:
+            idempotency.complete_key(conn, who.user_id, key, answer)
+        return answer, False
+
+    # Concurrent submissions of one user that share inputs wait on each other's new rows, and
+    # two batches holding them in opposite orders deadlock: the one PostgreSQL rolls back runs again.
+    answer, replayed = c.run_transaction(submit)
     # Read back after the commit: the NOTIFY goes out, and workers start, sooner.
     return _answer(answer, hash_, replayed)
 

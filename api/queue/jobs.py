@@ -13,9 +13,8 @@ from api.errors import Conflict, NotFound
 from api.queue.sql import Q
 from jobtypes.protocol import output_prefix
 
-
-#: Namespace of the per-user advisory lock that serialises one user's submissions, so two
-#: concurrent batches cannot both pass the active-job check ("skyl" in ASCII, shifted).
+#: Namespace of the per-user advisory lock held from a submission's active-job count to its
+#: commit, so two concurrent submissions cannot both pass the limit ("skyl" in ASCII, shifted).
 SUBMIT_LOCK_NAMESPACE = 0x736B796C << 32
 
 

@@ -6,13 +6,15 @@ import multiprocessing as mp
 import threading
 from collections import Counter
 
+import pytest
 from sqlalchemy import text
 
+from api.auth.models import Role
 from api.database import make_engine
+from api.errors import ServiceUnavailable
 from api.queue.leases import claim_jobs
 from api.queue.submit import NewJob, enqueue_jobs
 from tests.helpers import count
-from api.auth.models import Role
 from tests.integration.conftest import make_account, submit
 
 JOBS = 5000
@@ -174,13 +176,13 @@ def test_concurrent_submissions_never_pass_the_active_job_limit(app_factory):
     assert count(engine, "jobs") == 5
 
 
-def test_concurrent_batches_sharing_inputs_in_opposite_orders_do_not_deadlock(app, alice, engine):
-    """Each batch waits on the other's uncommitted rows; inserted in one order, they cannot
-    wait on each other in a cycle (a deadlock would cost one of them a 503 after a second)."""
+def test_concurrent_batches_sharing_inputs_in_opposite_orders_both_succeed(app, alice, engine):
+    """Each batch waits on the other's uncommitted rows, in opposite orders: PostgreSQL rolls one
+    back as a deadlock, and it runs again (its client never sees the 503)."""
     tags = [str(i) for i in range(1000)]
     forward = {"jobs": [{"type": "noop", "input_payload": {"tag": t}} for t in tags]}
     backward = {"jobs": list(reversed(forward["jobs"]))}
-    for _ in range(5):
+    for _ in range(3):
         answers = _race(app, alice.token, [("/api/jobs/batch", forward), ("/api/jobs/batch", backward)])
         assert [status for status, _ in answers] == [201, 201], answers
         ids = [[job["id"] for job in body["data"]] for _, body in answers]
@@ -194,3 +196,30 @@ def test_a_batch_is_queued_in_the_order_it_was_submitted(alice):
                                                    for t in ("z", "a", "m", "b")]}).json["data"]
     assert [j["id"] for j in jobs] == sorted(j["id"] for j in jobs)
     assert [j["request_id"] for j in jobs] == sorted(j["request_id"] for j in jobs)
+
+
+def test_a_transaction_rolled_back_for_a_deadlock_runs_again(app):
+    """``run_transaction`` runs the work again after a SQLSTATE class 40 rollback (and only then)."""
+    context = app.extensions["skyfleet"]
+    calls: list[int] = []
+
+    def work(conn) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            conn.execute(text("DO $$ BEGIN RAISE EXCEPTION 'staged' USING ERRCODE = '40P01'; END $$"))
+        return "done"
+
+    assert context.run_transaction(work) == "done" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ServiceUnavailable):
+        context.run_transaction(work, attempts=2)
+    assert len(calls) == 2
+
+    def broken(conn) -> None:
+        calls.append(1)
+        conn.execute(text("DO $$ BEGIN RAISE EXCEPTION 'down' USING ERRCODE = '57P01'; END $$"))
+
+    calls.clear()
+    with pytest.raises(ServiceUnavailable):
+        context.run_transaction(broken)
+    assert len(calls) == 1  # not a race: not run again

@@ -26,22 +26,14 @@ ORDER BY j.type, j.input_hash, j.finished_at DESC
 
 -- name: insert_jobs
 -- New jobs, each with its creating submission's id and callback; an identical active job of
--- the same user makes the insert of that one do nothing. The ids are drawn in submission order
--- (first come, first served within a batch too) and the rows inserted in (type, input hash)
--- order: concurrent submissions of one user that share inputs then wait for each other's rows
--- in one order, and cannot deadlock.
-WITH new AS MATERIALIZED (
-    SELECT n.*, nextval('jobs_id_seq') AS id, nextval('job_requests_id_seq') AS request_id
-    FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
-                CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
-                CAST(:max_attempts AS int[]), CAST(:callback_urls AS text[]), CAST(:callback_tokens AS text[]))
-         WITH ORDINALITY AS n(t, p, h, pr, ra, ma, cu, ct, ord)
-    ORDER BY n.ord
-)
-INSERT INTO jobs (id, request_id, type, input_payload, input_hash, priority, run_after, max_attempts, user_id,
+-- the same user makes the insert of that one do nothing.
+INSERT INTO jobs (type, input_payload, input_hash, priority, run_after, max_attempts, user_id,
                   callback_url, callback_token)
-SELECT id, request_id, t, p, h, pr, coalesce(ra, now()), ma, :user_id, cu, ct
-FROM new ORDER BY t, h
+SELECT t, p, h, pr, coalesce(ra, now()), ma, :user_id, cu, ct
+FROM unnest(CAST(:types AS text[]), CAST(:payloads AS jsonb[]), CAST(:hashes AS text[]),
+            CAST(:priorities AS smallint[]), CAST(:run_afters AS timestamptz[]),
+            CAST(:max_attempts AS int[]), CAST(:callback_urls AS text[]), CAST(:callback_tokens AS text[]))
+     AS n(t, p, h, pr, ra, ma, cu, ct)
 ON CONFLICT (user_id, type, input_hash) WHERE status IN ('PENDING', 'IN_PROGRESS') DO NOTHING
 RETURNING type, input_hash, id, request_id, run_after <= now() AS due
 
