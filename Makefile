@@ -18,14 +18,29 @@ $(INFRA_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,infra]'
 	touch $(INFRA_STAMP)
 
-install: $(STAMP)
+# The web console's front-end packages, from npm with the lock file, served by the API itself.
+CONSOLE_VENDOR := api/console/static/vendor
+CONSOLE_ASSETS := $(CONSOLE_VENDOR)/htmx.min.js
+$(CONSOLE_ASSETS): console/package.json console/package-lock.json
+	npm ci --prefix console --no-audit --no-fund --loglevel=error
+	mkdir -p $(CONSOLE_VENDOR)
+	cp console/node_modules/htmx.org/dist/htmx.min.js $(CONSOLE_VENDOR)/htmx.min.js
+
+# Debian's Chromium drives the console's browser tests (Playwright cannot download browsers here).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	else echo "the console's browser tests need Chromium at $(CHROMIUM): run 'apt-get install chromium' as root (or set CHROMIUM=)"; exit 1; fi
+
+install: $(STAMP) $(CONSOLE_ASSETS)
 
 ## Start the whole fleet (embedded PostgreSQL unless DATABASE_URL is set).
 run: install
 	$(VENV)/bin/skyfleet run
 
 ## Run the test suite against a real PostgreSQL (embedded, or TEST_DATABASE_URL).
-test: $(INFRA_STAMP)
+test: $(INFRA_STAMP) $(CONSOLE_ASSETS) $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Benchmarks (not part of `make test`); prints figures. The peers it compares with (pgqueuer)
@@ -47,4 +62,4 @@ lint: install
 	$(VENV)/bin/mypy api worker manager jobtypes storage infra bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info console/node_modules $(CONSOLE_VENDOR)

@@ -116,6 +116,8 @@ def create_app(settings: Settings) -> Flask:
     from api.admin.queues import blp as admin_queues_blp
     from api.admin.routes import blp as admin_blp
     from api.auth.routes import blp as auth_blp
+    from api.catalogue.routes import blp as job_types_blp
+    from api.console.views import bp as console_bp
     from api.cors import init_cors
     from api.docs import SWAGGER_UI_CONFIG
     from api.docs import blp as docs_blp
@@ -160,13 +162,14 @@ def create_app(settings: Settings) -> Flask:
 
     init_jwt(app, settings)
     api = SkyfleetApi(app, spec_kwargs={"extra_plugins": [ErrorResponses()]})
-    for blueprint in (auth_blp, jobs_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
+    for blueprint in (auth_blp, jobs_blp, job_types_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(events_blp)
     register_protocol_schemas(api.spec)
     for blueprint in (admin_queues_blp, admin_fleet_blp, manager_blp, metrics_blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(docs_blp)
+    app.register_blueprint(console_bp)
     install_http_metrics(app)
     init_cors(app, settings)
     _register_errors(app)

@@ -43,6 +43,13 @@ class Forbidden(ApiError):
     status, code = 403, "FORBIDDEN"
 
 
+class CsrfFailed(Forbidden):
+    """A signed-in browser's state-changing request came without the session's CSRF token
+    (header X-CSRF-Token): only the console's own pages send it."""
+
+    code = "CSRF_FAILED"
+
+
 class NotFound(ApiError):
     """No such resource."""
 

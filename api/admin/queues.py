@@ -20,7 +20,7 @@ from api.admin.queues_schemas import (
     WorkerViewSchema,
 )
 from api.auth.guards import BEARER, require_roles
-from api.auth.models import Role
+from api.auth.models import ADMIN_READERS, Role
 from api.context import ctx
 from api.envelope import envelope, ok
 from api.pagination import pagination
@@ -33,7 +33,7 @@ blp = Blueprint("admin-queues", __name__, url_prefix="/api/admin",
 
 @blp.route("/queues")
 class Queues(MethodView):
-    @require_roles(Role.ADMIN)
+    @require_roles(*ADMIN_READERS)
     @blp.response(200, envelope(QueuesSchema))
     @blp.doc(security=BEARER)
     def get(self) -> dict[str, Any]:
@@ -46,7 +46,7 @@ class Queues(MethodView):
 
 @blp.route("/workers")
 class Workers(MethodView):
-    @require_roles(Role.ADMIN)
+    @require_roles(*ADMIN_READERS)
     @blp.arguments(WorkerListArgs, location="query")
     @blp.response(200, envelope(WorkerViewSchema, many=True))
     @blp.doc(security=BEARER)

@@ -19,7 +19,7 @@ from api.errors import Conflict, NotFound, ValidationFailed
 from api.pagination import offset
 
 SORTABLE = ("created_at", "email")
-PERSON_ROLES = frozenset({Role.ADMIN.value, Role.USER.value})
+PERSON_ROLES = frozenset({Role.ADMIN.value, Role.USER.value, Role.VIEWER.value})
 SERVICE_ROLES = frozenset({Role.WORKER.value, Role.MANAGER.value})
 
 _COLUMNS = "id, email, name, roles, is_service, created_at, disabled_at, max_active_jobs, min_priority"

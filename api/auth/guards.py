@@ -20,11 +20,12 @@ from flask_jwt_extended import (
 from api.auth import identity_cache
 from api.auth.models import Role
 from api.auth.service import Identity, active_identity
+from api.auth.sessions import SESSION_COOKIE, Session, csrf_ok, find_session
 from api.auth.token_cache import VerifiedTokens
 from api.config import Settings, public_key_pem
 from api.context import ctx
 from api.envelope import error_response
-from api.errors import Forbidden, Unauthorized
+from api.errors import CsrfFailed, Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,12 +130,44 @@ def require_roles(*roles: Role) -> Callable[[F], F]:
     return decorate
 
 
+def current_session() -> Session | None:
+    """The console session the request's cookie names, if it is live (read once per request)."""
+    if "skyfleet_session" not in g:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = None
+        if cookie:
+            with ctx().read() as conn:
+                session = find_session(conn, cookie)
+        g.skyfleet_session = session
+    found: Session | None = g.skyfleet_session
+    return found
+
+
+def session_identity() -> Identity | None:
+    """The account of the request's console session (None without one); 403 ``CSRF_FAILED`` for
+    a state-changing request without the session's CSRF token, 401 if the account was disabled."""
+    session = current_session()
+    if session is None:
+        return None
+    if not csrf_ok(request, session):
+        raise CsrfFailed("missing or wrong X-CSRF-Token for this signed-in session")
+    identity = _account(session.user_id)
+    if identity is None:
+        raise Unauthorized("account disabled or removed")
+    return identity
+
+
 def _authenticate() -> Identity:
-    """The request's account: from a token this process verified before (see
-    :mod:`api.auth.token_cache`), else verified now by flask-jwt-extended and remembered."""
+    """The request's account: from a bearer token this process verified before (see
+    :mod:`api.auth.token_cache`), else verified now by flask-jwt-extended and remembered; without
+    an ``Authorization`` header, from the console's session cookie (:mod:`api.auth.sessions`)."""
     verified: VerifiedTokens = current_app.extensions[TOKENS_KEY]
     header = request.headers.get("Authorization", "")
     token = header[7:] if header[:7].lower() == "bearer " else ""
+    if not header:
+        from_session = session_identity()
+        if from_session is not None:
+            return from_session
     user_id = verified.user_of(token) if token else None
     if user_id is not None:
         identity = _account(user_id)

@@ -13,12 +13,18 @@ from api.database import Base
 
 
 class Role(enum.StrEnum):
-    """What an account may do. WORKER and MANAGER are service roles."""
+    """What an account may do. WORKER and MANAGER are service roles; a VIEWER reads what an
+    admin reads (queues, workers, the fleet's status) and changes nothing."""
 
     ADMIN = "ADMIN"
     USER = "USER"
+    VIEWER = "VIEWER"
     WORKER = "WORKER"
     MANAGER = "MANAGER"
+
+
+#: Who may read the admin views (GET only).
+ADMIN_READERS = (Role.ADMIN, Role.VIEWER)
 
 
 class User(Base):

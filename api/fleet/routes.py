@@ -13,7 +13,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth.guards import BEARER, require_roles
-from api.auth.models import Role
+from api.auth.models import ADMIN_READERS, Role
 from api.context import ctx
 from api.envelope import envelope, ok
 from api.fleet import lease as leases
@@ -150,7 +150,7 @@ class LeaseRelease(MethodView):
 
 @admin_blp.route("/status")
 class Status(MethodView):
-    @require_roles(Role.ADMIN)
+    @require_roles(*ADMIN_READERS)
     @admin_blp.response(200, envelope(FleetStatusSchema))
     @admin_blp.doc(security=BEARER)
     def get(self) -> dict[str, Any]:

@@ -45,6 +45,12 @@ def get_result(conn: Connection, who: Caller, job_id: int) -> dict[str, Any]:
     return dict(row)
 
 
+def job_attempts(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+    """A job's attempts as a timeline (worker, claimed, last heartbeat, ended, outcome, error),
+    the running one last with outcome RUNNING. No visibility check: call after one."""
+    return [dict(r) for r in conn.execute(Q.attempts_of, {"job_id": job_id}).mappings()]
+
+
 def list_jobs(conn: Connection, who: Caller, page: int, limit: int, status: str | None,
               job_type: str | None, sort: str, created_after: dt.datetime | None = None,
               created_before: dt.datetime | None = None,

@@ -169,3 +169,15 @@ ON CONFLICT DO NOTHING
 -- The pending or running jobs that read file :file_id (up to 100).
 SELECT j.id FROM job_files jf JOIN jobs j ON j.id = jf.job_id
 WHERE jf.file_id = :file_id AND j.status IN ('PENDING', 'IN_PROGRESS') ORDER BY j.id LIMIT 100
+
+-- name: attempts_of
+-- A job's attempts, oldest first: the ended ones (job_attempts) and the live one (on the job row).
+SELECT t.attempt, t.worker_id, w.name AS worker, t.started_at, t.heartbeat_at, t.ended_at, t.outcome,
+       t.error, t.lease_expires_at
+FROM job_attempts t LEFT JOIN workers w ON w.id = t.worker_id
+WHERE t.job_id = :job_id
+UNION ALL
+SELECT j.attempt, j.worker_id, w.name, j.started_at, j.heartbeat_at, NULL, 'RUNNING', NULL, j.lease_expires_at
+FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
+WHERE j.id = :job_id AND j.status = 'IN_PROGRESS'
+ORDER BY started_at NULLS LAST, attempt

@@ -1,0 +1,1 @@
+"""The job-type catalogue as clients read it: ``GET /api/job-types``."""

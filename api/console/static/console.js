@@ -1,0 +1,253 @@
+// skyfleet console: the actions of the pages, each a call to the public API with the session's
+// CSRF token. No inline script anywhere (the pages' CSP forbids it); htmx refreshes live parts.
+"use strict";
+
+const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+function toast(message, isError) {
+  const box = document.getElementById("toast");
+  box.textContent = message;
+  box.className = isError ? "error" : "";
+  box.hidden = false;
+  clearTimeout(box._timer);
+  box._timer = setTimeout(() => { box.hidden = true; }, 6000);
+}
+
+// One call to the public API; resolves to the envelope, rejects with its error (message, fields).
+async function api(method, url, body) {
+  const init = { method, headers: { "X-CSRF-Token": csrf(), "Accept": "application/json" }, credentials: "same-origin" };
+  if (body instanceof FormData) {
+    init.body = body;
+  } else if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, init);
+  let envelope = null;
+  try { envelope = await response.json(); } catch (_) { /* not JSON */ }
+  if (!response.ok || !envelope || envelope.success === false) {
+    const error = (envelope && envelope.error) || { message: `HTTP ${response.status}` };
+    throw Object.assign(new Error(error.message), { status: response.status, code: error.code, details: error.details || {} });
+  }
+  return envelope;
+}
+
+// --- theme ------------------------------------------------------------------------------------
+function applyTheme(theme) {
+  if (theme) document.documentElement.dataset.theme = theme;
+  else delete document.documentElement.dataset.theme;
+}
+applyTheme(localStorage.getItem("skyfleet-theme"));
+
+function toggleTheme() {
+  const dark = document.documentElement.dataset.theme
+    ? document.documentElement.dataset.theme === "dark"
+    : window.matchMedia("(prefers-color-scheme: dark)").matches;
+  const next = dark ? "light" : "dark";
+  localStorage.setItem("skyfleet-theme", next);
+  applyTheme(next);
+}
+
+// --- live updates (htmx polling), with a pause control ------------------------------------------
+document.addEventListener("htmx:beforeRequest", (event) => {
+  if (document.body.dataset.paused === "true" && event.detail.elt.hasAttribute("data-live")) event.preventDefault();
+});
+
+function togglePause(button) {
+  const paused = document.body.dataset.paused !== "true";
+  document.body.dataset.paused = String(paused);
+  button.setAttribute("aria-pressed", String(paused));
+  button.textContent = paused ? "Resume live updates" : "Pause live updates";
+}
+
+// --- buttons that call the API -------------------------------------------------------------------
+async function apiButton(button) {
+  if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+  const [method, url] = button.dataset.api.split(" ");
+  button.disabled = true;
+  try {
+    await api(method, url, button.dataset.body ? JSON.parse(button.dataset.body) : undefined);
+    if (button.dataset.then) window.location.assign(button.dataset.then);
+    else window.location.reload();
+  } catch (error) {
+    toast(error.message, true);
+    button.disabled = false;
+  }
+}
+
+async function bulk(button) {
+  const form = button.closest("form");
+  const ids = [...form.querySelectorAll('input[name="job"]:checked')].map((box) => box.value);
+  if (!ids.length) { toast("Select some jobs first.", true); return; }
+  if (!window.confirm(`${button.dataset.confirm} (${ids.length})`)) return;
+  const action = button.dataset.bulkAction;
+  const results = await Promise.allSettled(ids.map((id) => action === "cancel"
+    ? api("POST", `/api/jobs/${id}/cancel`) : api("DELETE", `/api/jobs/${id}`)));
+  const failed = results.filter((r) => r.status === "rejected");
+  sessionStorage.setItem("skyfleet-toast", failed.length
+    ? `${ids.length - failed.length} done, ${failed.length} refused: ${failed[0].reason.message}`
+    : `${ids.length} done.`);
+  window.location.reload();
+}
+
+// --- uploads (with progress) ----------------------------------------------------------------------
+function upload(file, progress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    const data = new FormData();
+    data.append("file", file, file.name);
+    xhr.open("POST", "/api/files");
+    xhr.setRequestHeader("X-CSRF-Token", csrf());
+    xhr.responseType = "json";
+    if (progress) {
+      progress.hidden = false;
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress.value = (100 * e.loaded) / e.total; };
+    }
+    xhr.onload = () => {
+      const body = xhr.response || {};
+      if (xhr.status === 201 && body.success) resolve(body.data);
+      else reject(new Error((body.error && body.error.message) || `HTTP ${xhr.status}`));
+    };
+    xhr.onerror = () => reject(new Error("the upload failed (network)"));
+    xhr.send(data);
+  });
+}
+
+async function uploadAll(files) {
+  const progress = document.getElementById("upload-progress");
+  const error = document.getElementById("upload-error");
+  error.hidden = true;
+  try {
+    for (const file of files) await upload(file, progress);
+    window.location.reload();
+  } catch (e) {
+    error.textContent = e.message;
+    error.hidden = false;
+  }
+}
+
+// --- the submit form, generated from the type's input schema --------------------------------------
+function fieldValue(field) {
+  const kind = field.dataset.kind;
+  const input = field.querySelector("[name]");
+  if (kind === "boolean") return input.checked;
+  const raw = input.value.trim();
+  if (raw === "") return undefined;
+  if (kind === "file") return { file_id: Number(raw) };
+  if (kind === "integer" || kind === "number") return Number(raw);
+  if (kind === "json") return JSON.parse(raw);
+  return raw;
+}
+
+function showErrors(form, fields) {
+  form.querySelectorAll(".field-error").forEach((p) => { p.hidden = true; });
+  const unplaced = [];
+  for (const [path, messages] of Object.entries(fields || {})) {
+    const name = path.replace(/^input_payload\./, "").split(".")[0];
+    const box = form.querySelector(`[data-field="${CSS.escape(name)}"] .field-error`);
+    if (box) { box.textContent = messages.join(" "); box.hidden = false; } else unplaced.push(`${path}: ${messages.join(" ")}`);
+  }
+  return unplaced;
+}
+
+async function submitJob(form) {
+  const payload = {};
+  const errorBox = document.getElementById("submit-error");
+  errorBox.hidden = true;
+  try {
+    form.querySelectorAll(".field[data-kind]").forEach((field) => {
+      if (field.dataset.kind === "envelope") return;
+      const value = fieldValue(field);
+      if (value !== undefined) payload[field.dataset.field] = value;
+    });
+  } catch (e) {
+    errorBox.textContent = `Not valid JSON: ${e.message}`;
+    errorBox.hidden = false;
+    return;
+  }
+  const body = { type: form.dataset.type, input_payload: payload,
+                 priority: Number(form.elements.__priority.value || 5), cache: form.elements.__cache.checked };
+  const button = document.getElementById("submit-button");
+  button.disabled = true;
+  try {
+    const answer = await api("POST", "/api/jobs", body);
+    window.location.assign(`/jobs/${answer.data.id}`);
+  } catch (error) {
+    const unplaced = showErrors(form, error.details.fields);
+    errorBox.textContent = [error.message, ...unplaced].join(" — ");
+    errorBox.hidden = false;
+    button.disabled = false;
+  }
+}
+
+function prefill(form) {
+  if (!form.dataset.clone) return;
+  let input;
+  try { input = JSON.parse(form.dataset.clone); } catch (_) { return; }
+  for (const [name, value] of Object.entries(input)) {
+    const field = form.querySelector(`[data-field="${CSS.escape(name)}"]`);
+    if (!field) continue;
+    const control = field.querySelector("[name]");
+    if (field.dataset.kind === "boolean") control.checked = Boolean(value);
+    else if (field.dataset.kind === "file") control.value = value && value.file_id ? String(value.file_id) : "";
+    else if (field.dataset.kind === "json") control.value = JSON.stringify(value);
+    else control.value = value;
+  }
+}
+
+// --- wiring ---------------------------------------------------------------------------------------
+document.addEventListener("click", (event) => {
+  const target = event.target.closest("button, input[data-select-all]");
+  if (!target) return;
+  if (target.id === "theme-toggle") toggleTheme();
+  else if (target.id === "pause") togglePause(target);
+  else if (target.dataset.api) apiButton(target);
+  else if (target.dataset.bulkAction) bulk(target);
+  else if (target.hasAttribute("data-unpin")) pin(target.closest("form"), null);
+  else if (target.hasAttribute("data-select-all")) {
+    target.closest("form").querySelectorAll('input[name="job"]').forEach((box) => { box.checked = target.checked; });
+  }
+});
+
+async function pin(form, count) {
+  try {
+    await api("POST", "/api/admin/scale", { pool: form.dataset.pool, count });
+    window.location.reload();
+  } catch (error) { toast(error.message, true); }
+}
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.id === "submit-form") { event.preventDefault(); submitJob(form); }
+  else if (form.classList.contains("pool-pin")) {
+    event.preventDefault();
+    const raw = form.elements.count.value.trim();
+    pin(form, raw === "" ? null : Number(raw));
+  }
+});
+
+document.addEventListener("change", async (event) => {
+  const input = event.target;
+  if (input.id === "file-input") uploadAll(input.files);
+  else if (input.dataset.uploadFor && input.files.length) {
+    const field = input.closest(".field");
+    try {
+      const file = await upload(input.files[0], field.querySelector(".upload-progress"));
+      const select = field.querySelector("select");
+      select.add(new Option(`${file.name} (${file.size} bytes)`, String(file.id), true, true));
+    } catch (error) { toast(error.message, true); }
+  }
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("submit-form");
+  if (form) prefill(form);
+  const zone = document.getElementById("dropzone");
+  if (zone) {
+    zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+    zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); uploadAll(e.dataTransfer.files); });
+  }
+  const pending = sessionStorage.getItem("skyfleet-toast");
+  if (pending) { sessionStorage.removeItem("skyfleet-toast"); toast(pending, false); }
+});

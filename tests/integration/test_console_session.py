@@ -1,0 +1,135 @@
+"""The console's sign-in: session cookie, CSRF, CSP, roles (Flask's test client; the browser
+tests in tests/acceptance/test_console_browser.py drive the same pages in Chromium)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from api.auth.models import Role
+from api.auth.sessions import SESSION_COOKIE
+from api.console.security import CONTENT_SECURITY_POLICY
+from tests.integration.conftest import PASSWORD, make_account
+
+
+def sign_in(app, email: str, password: str = PASSWORD):
+    """A test client signed in to the console; (client, csrf token)."""
+    client = app.test_client()
+    page = client.get("/login")
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page.text).group(1)
+    answer = client.post("/login", data={"email": email, "password": password, "nonce": nonce, "next": "/jobs"})
+    assert answer.status_code == 302, answer.text
+    assert answer.headers["Location"] == "/jobs"
+    overview = client.get("/overview")
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', overview.text).group(1)
+    return client, csrf
+
+
+def test_the_session_cookie_is_httponly_and_strict(app, alice):
+    client = app.test_client()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', client.get("/login").text).group(1)
+    answer = client.post("/login", data={"email": "alice@example.org", "password": PASSWORD, "nonce": nonce})
+    cookie = next(c for c in answer.headers.getlist("Set-Cookie") if c.startswith(f"{SESSION_COOKIE}="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; Secure behind HTTPS (next test)
+
+
+def test_behind_https_the_cookie_is_secure(app, alice):
+    client = app.test_client()
+    page = client.get("/login", base_url="https://console.example")
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page.text).group(1)
+    answer = client.post("/login", base_url="https://console.example",
+                         data={"email": "alice@example.org", "password": PASSWORD, "nonce": nonce})
+    cookie = next(c for c in answer.headers.getlist("Set-Cookie") if c.startswith(f"{SESSION_COOKIE}="))
+    assert "Secure" in cookie
+
+
+def test_pages_carry_a_strict_csp_and_no_inline_script(app, alice):
+    client, _ = sign_in(app, "alice@example.org")
+    for path in ("/login", "/overview", "/jobs", "/submit", "/submit/sources.detect", "/files"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
+        assert page.headers["X-Frame-Options"] == "DENY"
+        assert re.search(r"<script(?![^>]*\bsrc=)", page.text) is None, f"inline script on {path}"
+
+
+def test_signed_out_pages_lead_to_sign_in(app):
+    answer = app.test_client().get("/jobs?status=FAILED")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/login?next=")
+
+
+def test_wrong_password_and_stale_form_are_refused(app, alice):
+    client = app.test_client()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', client.get("/login").text).group(1)
+    wrong = client.post("/login", data={"email": "alice@example.org", "password": "nope", "nonce": nonce})
+    assert wrong.status_code == 401 and "Wrong email or password" in wrong.text
+    forged = app.test_client().post("/login", data={"email": "alice@example.org", "password": PASSWORD,
+                                                    "nonce": "made-up"})
+    assert forged.status_code == 400 and SESSION_COOKIE not in forged.headers.get("Set-Cookie", "")
+
+
+def test_state_changes_need_the_csrf_token(app, alice):
+    client, csrf = sign_in(app, "alice@example.org")
+    body = {"type": "noop", "input_payload": {"tag": "csrf"}}
+    refused = client.post("/api/jobs", json=body)
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "CSRF_FAILED"
+    wrong = client.post("/api/jobs", json=body, headers={"X-CSRF-Token": "guess"})
+    assert wrong.status_code == 403
+    created = client.post("/api/jobs", json=body, headers={"X-CSRF-Token": csrf})
+    assert created.status_code == 201
+    assert client.get(f"/api/jobs/{created.json['data']['id']}").status_code == 200  # reads need no token
+    assert client.post("/logout").status_code == 403  # sign-out is a state change too
+
+
+def test_sign_out_ends_the_session_everywhere(app, alice):
+    client, csrf = sign_in(app, "alice@example.org")
+    stolen = client.get_cookie(SESSION_COOKIE).value
+    assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    other = app.test_client()
+    other.set_cookie(SESSION_COOKIE, stolen)
+    assert other.get("/api/jobs").status_code == 401
+    assert other.get("/overview").status_code == 302
+
+
+def test_another_users_job_is_a_404_page(app, alice, bob):
+    job = alice.post("/api/jobs", {"type": "noop", "input_payload": {"tag": "mine"}}).json["data"]
+    client, _ = sign_in(app, "bob@example.org")
+    page = client.get(f"/jobs/{job['id']}")
+    assert page.status_code == 404 and 'id="not-found"' in page.text and "mine" not in page.text
+    assert client.get(f"/api/jobs/{job['id']}").status_code == 404
+    own, _ = sign_in(app, "alice@example.org")
+    assert own.get(f"/jobs/{job['id']}").status_code == 200
+
+
+def test_a_viewer_reads_admin_views_and_changes_nothing(app, admin):
+    make_account(app, "vera@example.org", [Role.VIEWER])
+    client, csrf = sign_in(app, "vera@example.org")
+    overview = client.get("/overview")
+    assert 'id="queues"' in overview.text and ">Submit<" not in overview.text
+    assert client.get("/fleet").status_code == 200
+    assert client.get("/api/admin/queues").status_code == 200
+    scaled = client.post("/api/admin/scale", json={"pool": "local", "count": 1}, headers={"X-CSRF-Token": csrf})
+    assert scaled.status_code == 403
+    submitted = client.post("/api/jobs", json={"type": "noop"}, headers={"X-CSRF-Token": csrf})
+    assert submitted.status_code == 403
+
+
+def test_service_accounts_cannot_sign_in_to_the_console(app):
+    make_account(app, "robot@service.skyfleet.internal", [Role.WORKER], is_service=True)
+    client = app.test_client()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', client.get("/login").text).group(1)
+    answer = client.post("/login", data={"email": "robot@service.skyfleet.internal", "password": PASSWORD,
+                                         "nonce": nonce})
+    assert answer.status_code == 401
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"])
+def test_sign_in_never_redirects_off_site(app, alice, target):
+    client = app.test_client()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', client.get("/login").text).group(1)
+    answer = client.post("/login", data={"email": "alice@example.org", "password": PASSWORD, "nonce": nonce,
+                                         "next": target})
+    assert answer.headers["Location"] == "/overview"
