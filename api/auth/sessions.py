@@ -20,8 +20,8 @@ import secrets
 from dataclasses import dataclass
 
 from flask import Request
-from werkzeug.wrappers import Response
 from sqlalchemy import Connection, text
+from werkzeug.wrappers import Response
 
 SESSION_COOKIE = "skyfleet_session"
 CSRF_HEADER = "X-CSRF-Token"

@@ -47,7 +47,11 @@ def json_schema(job_type: JobType, which: str = "input") -> dict[str, Any]:
 
 def _fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
     """The top-level properties of a JSON Schema as a list of {name, type, description}."""
-    return [{"name": name, "type": prop.get("type", "object" if "$ref" in prop else "any"),
+    def kind(prop: dict[str, Any]) -> str:
+        found = prop.get("type", "object" if "$ref" in prop else "any")
+        return " | ".join(found) if isinstance(found, list) else str(found)
+
+    return [{"name": name, "type": kind(prop),
              "description": prop.get("description", "")}
             for name, prop in schema.get("properties", {}).items()]
 

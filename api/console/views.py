@@ -23,6 +23,7 @@ from api.auth.guards import Caller
 from api.auth.models import ADMIN_READERS, Role
 from api.auth.sessions import SESSION_COOKIE, close_session, forget_cookie, open_session, set_cookie
 from api.catalogue.describe import describe, describe_all
+from api.console import results
 from api.console.security import SignInNeeded, csrf_token, https, page_caller, secure_headers, to_sign_in
 from api.context import ctx
 from api.errors import NotFound, RateLimited, Unauthorized
@@ -40,6 +41,10 @@ bp = Blueprint("console", __name__, template_folder="templates", static_folder="
 #: The pre-sign-in cookie whose value the sign-in form must repeat (login CSRF).
 LOGIN_COOKIE = "skyfleet_login"
 PAGE_SIZE = 25
+#: The job types with a result view of their own (templates/results/<type>.html).
+_RESULT_TEMPLATES = {f"results/{name}.html" for name in (
+    "sources.detect", "image.composite", "image.mosaic", "region.stats", "spectrum.extract", "fits.inspect",
+    "table.page")}
 STATUSES = [s.value for s in JobStatus]
 
 
@@ -75,7 +80,9 @@ def _safe_next(target: str | None) -> str:
 
 @bp.get("/login")
 def login() -> Response:
-    nonce = secrets.token_urlsafe(24)
+    # The value already set is kept: a second tab (or any request that lands here) must not
+    # invalidate the form the first one shows.
+    nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
     body = _render("login.html", None, title="Sign in", nonce=nonce, next=request.args.get("next", ""), error=None)
     response = Response(body)
     set_cookie(response, LOGIN_COOKIE, nonce, https(), max_age=3600)
@@ -211,7 +218,10 @@ def _job_values(who: Caller, job_id: int) -> dict[str, Any] | None:
         entry = download_entry(f["key"], f.get("name") or posixpath.basename(f["key"]), f.get("size"),
                                f.get("sha256"), f.get("content_type"))
         files.append(entry)
+    template = f"results/{job['type']}.html"
     return {"job": job, "attempts": attempts, "result": result, "files": files,
+            "rv": results.view(job["type"], result, files),
+            "result_template": template if template in _RESULT_TEMPLATES else None,
             "active": job["status"] in {s.value for s in ACTIVE_STATUSES},
             "pretty": lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)}
 
@@ -299,6 +309,8 @@ def _page_not_found(error: HTTPException) -> Any:
     if request.path.startswith("/api/"):
         from api.app import render_http_exception
         return render_http_exception(error)
+    if not request.accept_mimetypes.accept_html:  # an asset (an icon, an image): no page for it
+        return secure_headers(Response("not found", 404, mimetype="text/plain"))
     try:
         who = page_caller()
     except SignInNeeded:

@@ -131,7 +131,10 @@ def detect_sources(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "unit": image.unit,
         "has_wcs": image.wcs is not None,
         "sources": source_rows(kept, ra, dec),
-        "outputs": {"catalogue": "catalogue.ecsv", "overlay": "overlay.png", "overlay_size": list(size)},
+        "outputs": {"catalogue": "catalogue.ecsv", "overlay": "overlay.png", "overlay_size": list(size),
+                    # (ny, nx) of the image: where a source (x, y) falls on the overlay, which is
+                    # flipped vertically and maybe reduced.
+                    "image_shape": [int(n) for n in data.shape]},
     })
 
 

@@ -251,3 +251,45 @@ document.addEventListener("DOMContentLoaded", () => {
   const pending = sessionStorage.getItem("skyfleet-toast");
   if (pending) { sessionStorage.removeItem("skyfleet-toast"); toast(pending, false); }
 });
+
+// --- result views ---------------------------------------------------------------------------------
+// sources.detect: a click (or Enter) on a source's row marks it on the overlay.
+function markSource(row) {
+  const wrap = document.querySelector(".overlay-wrap");
+  const marker = document.getElementById("marker");
+  if (!wrap || !marker) return;
+  const nx = Number(wrap.dataset.nx), ny = Number(wrap.dataset.ny);
+  const x = Number(row.dataset.x), y = Number(row.dataset.y);
+  if (!nx || !ny) return;
+  // The overlay is the image flipped vertically (row 0 at the bottom), maybe reduced.
+  marker.style.left = `${(100 * (x + 0.5)) / nx}%`;
+  marker.style.top = `${(100 * (ny - 0.5 - y)) / ny}%`;
+  marker.hidden = false;
+  row.closest("tbody").querySelectorAll("tr.picked").forEach((r) => r.classList.remove("picked"));
+  row.classList.add("picked");
+}
+
+function sortTable(button) {
+  const table = button.closest("table");
+  const column = Number(button.dataset.sort);
+  const ascending = button.dataset.dir !== "asc";
+  table.querySelectorAll("button.sort").forEach((b) => { delete b.dataset.dir; b.removeAttribute("aria-sort"); });
+  button.dataset.dir = ascending ? "asc" : "desc";
+  button.closest("th").setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  const body = table.tBodies[0];
+  const key = (row) => { const v = parseFloat(row.cells[column].textContent); return Number.isNaN(v) ? -Infinity : v; };
+  [...body.rows].sort((a, b) => (ascending ? key(a) - key(b) : key(b) - key(a))).forEach((row) => body.appendChild(row));
+}
+
+document.addEventListener("click", (event) => {
+  const sort = event.target.closest("button.sort");
+  if (sort) { sortTable(sort); return; }
+  const row = event.target.closest("table.sortable tbody tr");
+  if (row) { markSource(row); return; }
+  const zoom = event.target.closest("img[data-zoom]");
+  if (zoom) zoom.classList.toggle("zoomed");
+});
+document.addEventListener("keydown", (event) => {
+  const row = event.target.closest && event.target.closest("table.sortable tbody tr");
+  if (row && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); markSource(row); }
+});
