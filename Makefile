@@ -20,11 +20,13 @@ $(INFRA_STAMP): $(STAMP)
 
 # The web console's front-end packages, from npm with the lock file, served by the API itself.
 CONSOLE_VENDOR := api/console/static/vendor
-CONSOLE_ASSETS := $(CONSOLE_VENDOR)/htmx.min.js
+CONSOLE_ASSETS := $(CONSOLE_VENDOR)/.installed
 $(CONSOLE_ASSETS): console/package.json console/package-lock.json
 	npm ci --prefix console --no-audit --no-fund --loglevel=error
 	mkdir -p $(CONSOLE_VENDOR)
 	cp console/node_modules/htmx.org/dist/htmx.min.js $(CONSOLE_VENDOR)/htmx.min.js
+	cp console/node_modules/uplot/dist/uPlot.iife.min.js console/node_modules/uplot/dist/uPlot.min.css $(CONSOLE_VENDOR)/
+	touch $@
 
 # Debian's Chromium drives the console's browser tests (Playwright cannot download browsers here).
 CHROMIUM ?= /usr/bin/chromium

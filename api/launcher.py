@@ -200,7 +200,7 @@ def run(cfg: LaunchConfig) -> int:
         if cfg.workers:
             manager = subprocess.Popen([sys.executable, "-m", "manager"], env=manager_env(cfg, api_url, storage_env))
             procs.append(manager)
-        print(f"\nskyfleet is running at {api_url}  (API docs: {api_url}/api/docs)", flush=True)
+        print(f"\nskyfleet is running: the console at {api_url}/  (API docs: {api_url}/api/docs)", flush=True)
         for line in notes:
             print(line, flush=True)
         if cfg.workers:

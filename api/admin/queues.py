@@ -1,4 +1,4 @@
-"""``/api/admin/queues``, ``/api/admin/workers``, ``/api/admin/cache/invalidate`` (admins only).
+"""``/api/admin/queues``, ``/history``, ``/workers`` (admins and viewers), ``/cache/invalidate`` (admins).
 
 A blueprint of its own (``admin-queues``) under the same ``/api/admin`` prefix as the account
 endpoints in api/admin/routes.py, so the two can change independently.
@@ -15,6 +15,8 @@ from flask_smorest import Blueprint
 from api.admin.queues_schemas import (
     CacheInvalidatedSchema,
     CacheInvalidateSchema,
+    HistoryArgs,
+    HistorySchema,
     QueuesSchema,
     WorkerListArgs,
     WorkerViewSchema,
@@ -24,7 +26,7 @@ from api.auth.models import ADMIN_READERS, Role
 from api.context import ctx
 from api.envelope import envelope, ok
 from api.pagination import pagination
-from api.queue import jobs, views
+from api.queue import history, jobs, views
 from jobtypes import job_type_names
 
 blp = Blueprint("admin-queues", __name__, url_prefix="/api/admin",
@@ -42,6 +44,19 @@ class Queues(MethodView):
         with ctx().transaction() as conn:
             stats = views.queue_stats(conn, job_type_names())
         return ok({"types": [asdict(s) for s in stats], "totals": views.totals(stats)})
+
+
+@blp.route("/history")
+class History(MethodView):
+    @require_roles(*ADMIN_READERS)
+    @blp.arguments(HistoryArgs, location="query")
+    @blp.response(200, envelope(HistorySchema))
+    @blp.doc(security=BEARER)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The fleet over the last hour, day or week, from the database: attempts completed, failed
+        and retried, pickup latency p50/p95/p99, median run time per type, workers alive."""
+        with ctx().read() as conn:
+            return ok(history.history(conn, history.WINDOWS[args["window"]]))
 
 
 @blp.route("/workers")

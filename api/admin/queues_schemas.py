@@ -58,3 +58,30 @@ class CacheInvalidateSchema(ApiSchema):
 class CacheInvalidatedSchema(ApiSchema):
     type = fields.String(required=True)
     invalidated = fields.Integer(required=True, metadata={"description": "Cached results no longer reused."})
+
+
+class HistoryArgs(ApiSchema):
+    window = fields.String(load_default="hour", validate=validate.OneOf(["hour", "day", "week"]),
+                           metadata={"description": "hour (by minute), day (by 15 minutes) or week (by hour)."})
+
+
+class PickupSchema(ApiSchema):
+    p50 = fields.List(fields.Float(allow_none=True), required=True)
+    p95 = fields.List(fields.Float(allow_none=True), required=True)
+    p99 = fields.List(fields.Float(allow_none=True), required=True)
+
+
+class HistorySchema(ApiSchema):
+    window = fields.String(required=True)
+    bucket_s = fields.Integer(required=True, metadata={"description": "Each value covers this many seconds."})
+    t = fields.List(fields.Float(), required=True, metadata={"description": "Each bucket's start (epoch seconds)."})
+    completed = fields.List(fields.Integer(), required=True, metadata={"description": "Attempts that succeeded."})
+    failed = fields.List(fields.Integer(), required=True, metadata={
+        "description": "Jobs that failed for good (their last attempt FAILED or expired)."})
+    retried = fields.List(fields.Integer(), required=True, metadata={
+        "description": "Attempts that failed or expired and were tried again."})
+    pickup_s = fields.Nested(PickupSchema, required=True, metadata={
+        "description": "Seconds from due to claimed, of the attempts that ended in the bucket (null: none)."})
+    duration_s = fields.Dict(keys=fields.String(), values=fields.List(fields.Float(allow_none=True)), required=True,
+                             metadata={"description": "Per job type, the median run time of successful attempts."})
+    workers = fields.List(fields.Integer(), required=True, metadata={"description": "Workers alive in the bucket."})

@@ -129,6 +129,8 @@ class JobAttempt(Base):
         Index(None, "job_id", "attempt"),
         # Exactly one accepted completion per job, enforced by the database too.
         Index("uq_job_attempts_succeeded", "job_id", unique=True, postgresql_where=text("outcome = 'SUCCEEDED'")),
+        # The history charts read attempts by when they ended.
+        Index(None, "ended_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -136,6 +138,9 @@ class JobAttempt(Base):
     attempt: Mapped[int]
     lease_token: Mapped[uuid.UUID | None]
     worker_id: Mapped[int | None]
+    #: When the job was due for this attempt (its run_after when claimed): the pickup latency is
+    #: started_at - due_at. NULL for attempts older than the column.
+    due_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     heartbeat_at: Mapped[dt.datetime | None]
     #: When its lease ran (or would have run) out.

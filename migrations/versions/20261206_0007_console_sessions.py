@@ -1,9 +1,13 @@
-"""console sessions: browsers signed in to the web console
+"""console sessions: browsers signed in to the web console; attempts remember when they were due
 
 ``console_sessions``: one row per signed-in browser. The cookie carries a random id; the row
 keeps only its SHA-256, the account, the CSRF token the page sends back with each
 state-changing request, and when the session was last seen and ends. Signing out deletes the
 row; so does deleting the account.
+
+``job_attempts.due_at``: when the job was due for the attempt (its ``run_after`` when it was
+claimed), so the console's charts can show pickup latency (``started_at - due_at``) from the
+database; older attempts keep NULL. An index on ``ended_at`` serves those charts.
 
 Revision ID: 0007
 Revises: 0006
@@ -35,9 +39,13 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_console_sessions_user_id'), 'console_sessions', ['user_id'], unique=False)
     op.create_index(op.f('ix_console_sessions_expires_at'), 'console_sessions', ['expires_at'], unique=False)
+    op.add_column('job_attempts', sa.Column('due_at', sa.DateTime(timezone=True), nullable=True))
+    op.create_index(op.f('ix_job_attempts_ended_at'), 'job_attempts', ['ended_at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_job_attempts_ended_at'), table_name='job_attempts')
+    op.drop_column('job_attempts', 'due_at')
     op.drop_index(op.f('ix_console_sessions_expires_at'), table_name='console_sessions')
     op.drop_index(op.f('ix_console_sessions_user_id'), table_name='console_sessions')
     op.drop_table('console_sessions')

@@ -51,9 +51,18 @@ def people(fleet: Fleet) -> None:
             accounts.create_user(conn, email, PASSWORD, [role])
 
 
+#: Script errors and refused resources (a CSP violation is one) of every page, by page.
+PROBLEMS: dict[int, list[str]] = {}
+
+
 def sign_in(browser: Browser, fleet: Fleet, email: str, **context: object) -> Page:
     page = browser.new_context(base_url=fleet.url, accept_downloads=True, **context).new_page()
     page.set_default_timeout(TIMEOUT_MS)
+    problems = PROBLEMS.setdefault(id(page), [])
+    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    # An HTTP error answer (a 422 the test provokes) is logged as "Failed to load resource": not a problem.
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error"
+            and not message.text.startswith("Failed to load resource") else None)
     page.goto("/")
     expect(page).to_have_url(f"{fleet.url}/login?next=/")
     page.get_by_label("Email").fill(email)
@@ -66,6 +75,9 @@ def sign_in(browser: Browser, fleet: Fleet, email: str, **context: object) -> Pa
 
 
 def shot(page: Page, name: str) -> None:
+    """A screenshot for people to look at; the page must have run without a script error or a
+    refused resource (a CSP violation) so far."""
+    assert PROBLEMS.get(id(page), []) == [], PROBLEMS[id(page)]
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
@@ -170,6 +182,10 @@ def test_an_admin_pins_a_pool_and_sees_the_managers_decision(browser: Browser, f
     wait_for(lambda: requests.get(f"{fleet.url}/api/admin/status", headers=fleet.headers(), timeout=10)
              .json()["data"]["pools"], timeout=30, what="the manager to report its pool")
     admin = sign_in(browser, fleet, "admin@example.org")
+    expect(admin.locator("#charts canvas")).to_have_count(4)  # the history charts, drawn by uPlot
+    admin.get_by_role("button", name="last week").click()
+    expect(admin.locator("#chart-note")).to_have_text("one point per hour")
+    shot(admin, "overview-admin")
     admin.get_by_role("link", name="Fleet", exact=True).click()
     pool = admin.locator('article[data-pool="local"]')
     pool.get_by_label("Pin at").fill("1")

@@ -17,7 +17,8 @@ attempt, lease_token, worker_id, started_at, heartbeat_at, lease_expires_at
 j.attempt, j.lease_token, j.worker_id, j.started_at, j.heartbeat_at, j.lease_expires_at
 
 -- fragment: history
-INSERT INTO job_attempts (job_id, {{attempt_columns}}, outcome, error, result_payload, storage_uri, files)
+-- due_at: the job's run_after as the attempt was claimed (read before the ending UPDATE moves it).
+INSERT INTO job_attempts (job_id, {{attempt_columns}}, due_at, outcome, error, result_payload, storage_uri, files)
 
 -- fragment: backoff
 -- Delay before the next attempt: exponential in the attempt just made, capped, and with a
@@ -115,7 +116,7 @@ WITH reported AS (
         CAST(:errors AS jsonb[]), CAST(:permanent AS boolean[]))
     AS r(job_id, token, outcome, payload, storage_uri, files, error, permanent)
 ), current AS (
-    SELECT mine.*, {{backoff}} AS delay
+    SELECT mine.*, {{backoff}} AS delay, j.run_after AS due_at
     FROM reported mine JOIN jobs j ON j.id = mine.job_id AND {{live}}
     {{policy_join}}
 ), ended AS (
@@ -132,7 +133,7 @@ WITH reported AS (
 ), history AS (
     {{history}}
     SELECT e.id, e.attempt, e.lease_token, e.worker_id, e.started_at, e.heartbeat_at, e.lease_expires_at,
-           mine.outcome, CASE WHEN mine.outcome = 'FAILED' THEN mine.error END,
+           mine.due_at, mine.outcome, CASE WHEN mine.outcome = 'FAILED' THEN mine.error END,
            mine.payload, mine.storage_uri, mine.files
     FROM ended e JOIN current mine ON mine.job_id = e.id
 )
@@ -154,7 +155,7 @@ WITH expired AS (
            CASE WHEN j.cancel_requested THEN 'CANCELLED'
                 WHEN j.attempt >= j.max_attempts THEN 'TIMED_OUT'
                 ELSE 'PENDING' END AS next_status,
-           {{backoff}} AS delay,
+           {{backoff}} AS delay, j.run_after AS due_at,
            NOT EXISTS (SELECT FROM job_attempts x
                        WHERE x.job_id = j.id AND x.outcome = 'EXPIRED') AS first_expiry
     FROM jobs j
@@ -180,7 +181,9 @@ WITH expired AS (
     RETURNING j.id, j.type, j.status, {{j_attempt_columns}}, j.error
 ), history AS (
     {{history}}
-    SELECT id, {{attempt_columns}}, 'EXPIRED', error, NULL, NULL, NULL FROM rescued
+    SELECT r.id, r.attempt, r.lease_token, r.worker_id, r.started_at, r.heartbeat_at, r.lease_expires_at,
+           e.due_at, 'EXPIRED', r.error, NULL, NULL, NULL
+    FROM rescued r JOIN expired e ON e.id = r.id
 )
 SELECT id, type, status FROM rescued
 
@@ -204,9 +207,9 @@ WITH mine AS (
         max_attempts = j.max_attempts + 1,
         updated_at = now()
     FROM mine WHERE mine.job_id = j.id AND {{live}}
-    RETURNING j.id, j.type, j.status, {{j_attempt_columns}}
+    RETURNING j.id, j.type, j.status, {{j_attempt_columns}}, j.run_after
 ), history AS (
     {{history}}
-    SELECT id, {{attempt_columns}}, 'RELEASED', NULL, NULL, NULL, NULL FROM released
+    SELECT id, {{attempt_columns}}, run_after, 'RELEASED', NULL, NULL, NULL, NULL FROM released
 )
 SELECT id, type, status FROM released
