@@ -127,6 +127,7 @@ def create_app(settings: Settings) -> Flask:
     from api.fleet.routes import admin_blp as admin_fleet_blp
     from api.fleet.routes import blp as manager_blp
     from api.health import blp as health_blp
+    from api.jobs.actions import blp as job_actions_blp
     from api.jobs.routes import blp as jobs_blp
     from api.metrics.routes import blp as metrics_blp
     from api.metrics.routes import install_http_metrics
@@ -162,7 +163,7 @@ def create_app(settings: Settings) -> Flask:
 
     init_jwt(app, settings)
     api = SkyfleetApi(app, spec_kwargs={"extra_plugins": [ErrorResponses()]})
-    for blueprint in (auth_blp, jobs_blp, job_types_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
+    for blueprint in (auth_blp, jobs_blp, job_actions_blp, job_types_blp, files_blp, links_blp, workers_blp, admin_blp, health_blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(events_blp)
     register_protocol_schemas(api.spec)

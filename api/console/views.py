@@ -46,6 +46,9 @@ _RESULT_TEMPLATES = {f"results/{name}.html" for name in (
     "sources.detect", "image.composite", "image.mosaic", "region.stats", "spectrum.extract", "fits.inspect",
     "table.page")}
 STATUSES = [s.value for s in JobStatus]
+#: The job list's time ranges (created within the last …).
+RANGES = {"hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1), "week": dt.timedelta(days=7),
+          "month": dt.timedelta(days=30)}
 
 
 @bp.after_request
@@ -185,7 +188,13 @@ def _job_filters() -> dict[str, Any]:
         page = max(1, int(args.get("page", "1")))
     except ValueError:
         page = 1
-    return {"status": status, "type": job_type, "sort": sort, "page": page}
+    q = (args.get("q") or "").strip()[:200] or None
+    since = args.get("since") if args.get("since") in RANGES else None
+    return {"status": status, "type": job_type, "sort": sort, "page": page, "q": q, "since": since}
+
+
+def _created_after(since: str | None) -> dt.datetime | None:
+    return None if since is None else dt.datetime.now(dt.UTC) - RANGES[since]
 
 
 @bp.get("/jobs")
@@ -193,14 +202,19 @@ def jobs() -> str:
     who = page_caller()
     f = _job_filters()
     with ctx().read() as conn:
-        rows, total = queue_jobs.list_jobs(conn, who, f["page"], PAGE_SIZE, f["status"], f["type"], f["sort"])
+        rows, total = queue_jobs.list_jobs(conn, who, f["page"], PAGE_SIZE, f["status"], f["type"], f["sort"],
+                                           created_after=_created_after(f["since"]), q=f["q"])
     pages = max(1, -(-total // PAGE_SIZE))
+    after = _created_after(f["since"])
+    matching = {k: v for k, v in {"status": f["status"], "type": f["type"], "q": f["q"],
+                                  "created_after": after.isoformat() if after else None}.items() if v}
 
     def link(**changes: Any) -> str:
         query = {k: v for k, v in ({**f, **changes}).items() if v not in (None, "")}
         return url_for("console.jobs") + ("?" + urlencode(query) if query else "")
 
     return _render("jobs.html", who, title="Jobs", jobs=rows, total=total, pages=pages, f=f, link=link,
+                   matching=matching, ranges=list(RANGES),
                    statuses=STATUSES, types=job_type_names(), sortable=queue_jobs.SORTABLE,
                    active=[s.value for s in ACTIVE_STATUSES])
 

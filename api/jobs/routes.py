@@ -157,7 +157,7 @@ class Jobs(MethodView):
         with ctx().transaction() as conn:
             jobs, total = queue_jobs.list_jobs(conn, caller(), args["page"], args["limit"], args["status"],
                                             args["type"], args["sort"], args["created_after"],
-                                            args["created_before"], args["user_id"])
+                                            args["created_before"], args["user_id"], args["q"])
         return ok(jobs, {"pagination": pagination(args["page"], args["limit"], total)})
 
     @require_roles(*SUBMITTERS)

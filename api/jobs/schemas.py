@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from api.jobs.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from api.pagination import PageArgs
@@ -151,6 +151,9 @@ class JobListArgs(PageArgs):
     created_before = fields.AwareDateTime(load_default=None, metadata={"description": "Created before."})
     user_id = fields.Integer(load_default=None, validate=validate.Range(min=1),
                              metadata={"description": "Admins: only this user's jobs."})
+    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
+                      metadata={"description": "Only jobs whose input (a tag, a file name) or error contains this "
+                                               "(case-insensitive)."})
     sort = fields.String(
         load_default="-created_at",
         validate=validate.OneOf([f"{sign}{name}" for name in SORTABLE for sign in ("", "-")]),
@@ -165,3 +168,45 @@ class PaginationSchema(ApiSchema):
     pages = fields.Integer()
     has_next = fields.Boolean()
     has_prev = fields.Boolean()
+
+
+class JobFilterSchema(ApiSchema):
+    """The filters of ``GET /api/jobs``, to act on every job they match."""
+
+    status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in JobStatus]))
+    type = JobTypeField(load_default=None)
+    created_after = fields.AwareDateTime(load_default=None)
+    created_before = fields.AwareDateTime(load_default=None)
+    user_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    q = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+
+
+BULK_ACTIONS = ("cancel", "delete", "retry")
+
+
+class BulkActionSchema(ApiSchema):
+    action = fields.String(required=True, validate=validate.OneOf(BULK_ACTIONS))
+    ids = fields.List(fields.Integer(validate=validate.Range(min=1, max=2**63 - 1)),
+                      validate=validate.Length(min=1, max=MAX_BATCH),
+                      metadata={"description": "These jobs (give ids or filter)."})
+    filter = fields.Nested(JobFilterSchema, metadata={
+        "description": f"Every job these filters match, up to {MAX_BATCH} per call (`more` says if some are left)."})
+
+    @validates_schema
+    def one_target(self, data: dict[str, Any], **_: Any) -> None:
+        if ("ids" in data) == ("filter" in data):
+            raise ValidationError("give either ids or filter", field_name="ids")
+
+
+class BulkRefusalSchema(ApiSchema):
+    id = fields.Integer(required=True)
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class BulkResultSchema(ApiSchema):
+    action = fields.String(required=True)
+    done = fields.List(fields.Integer(), required=True, metadata={"description": "The jobs it was done to."})
+    refused = fields.List(fields.Nested(BulkRefusalSchema), required=True,
+                          metadata={"description": "The jobs it was not done to, and why (a 404 or 409 each)."})
+    more = fields.Boolean(required=True, metadata={"description": "The filter matches more jobs: call again."})

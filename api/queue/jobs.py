@@ -51,19 +51,41 @@ def job_attempts(conn: Connection, job_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(Q.attempts_of, {"job_id": job_id}).mappings()]
 
 
+def like_pattern(fragment: str | None) -> str | None:
+    """A case-insensitive "contains" pattern for ILIKE, its wildcards escaped (None: no filter)."""
+    if not fragment:
+        return None
+    return "%" + fragment.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+
+
+def _filters(who: Caller, status: str | None, job_type: str | None, created_after: dt.datetime | None,
+             created_before: dt.datetime | None, user_id: int | None, q: str | None) -> dict[str, Any]:
+    return _who(who) | {"status": status, "type": job_type, "created_after": created_after,
+                        "created_before": created_before, "owner": user_id, "q": like_pattern(q)}
+
+
 def list_jobs(conn: Connection, who: Caller, page: int, limit: int, status: str | None,
               job_type: str | None, sort: str, created_after: dt.datetime | None = None,
               created_before: dt.datetime | None = None,
-              user_id: int | None = None) -> tuple[list[dict[str, Any]], int]:
+              user_id: int | None = None, q: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """One page of the jobs the caller may see, and how many there are in all.
 
-    Users see their own jobs; admins see everyone's, or one user's with ``user_id``.
+    Users see their own jobs; admins see everyone's, or one user's with ``user_id``. ``q``
+    keeps the jobs whose input (a tag, a file name) or error contains it.
     """
-    params = _who(who) | {"status": status, "type": job_type, "created_after": created_after,
-                          "created_before": created_before, "owner": user_id}
+    params = _filters(who, status, job_type, created_after, created_before, user_id, q)
     total = conn.execute(Q.count_jobs, params).scalar_one()
     rows = conn.execute(_page_query(sort), params | {"limit": limit, "offset": (page - 1) * limit}).mappings().all()
     return [dict(r) for r in rows], total
+
+
+def matching_job_ids(conn: Connection, who: Caller, limit: int, status: str | None = None,
+                     job_type: str | None = None, created_after: dt.datetime | None = None,
+                     created_before: dt.datetime | None = None, user_id: int | None = None,
+                     q: str | None = None) -> list[int]:
+    """The ids of up to ``limit`` jobs that :func:`list_jobs` shows with these filters, oldest first."""
+    params = _filters(who, status, job_type, created_after, created_before, user_id, q) | {"limit": limit}
+    return [int(i) for i in conn.execute(Q.matching_job_ids, params).scalars()]
 
 
 #: The fields a job list can be sorted by.

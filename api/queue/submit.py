@@ -21,6 +21,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from api.errors import Conflict, NotFound
 from api.queue import NOTIFY_CHANNEL
@@ -182,3 +183,23 @@ def cancel_job(conn: Connection, job_id: int) -> JobStatus:
     if current == JobStatus.CANCELLED:
         return JobStatus.CANCELLED
     raise Conflict(f"job {job_id} already finished as {current}", details={"status": current})
+
+
+def retry_job(conn: Connection, job_id: int, attempts: int) -> None:
+    """Queue a finished job that did not succeed again, with ``attempts`` more attempts.
+
+    409 while it is active or SUCCEEDED (clone it instead), or when an identical job of the
+    same user is active (the retried job would duplicate it).
+    """
+    try:
+        with conn.begin_nested():
+            job_type = conn.execute(Q.retry, {"job_id": job_id, "attempts": attempts}).scalar_one_or_none()
+    except IntegrityError:
+        raise Conflict(f"job {job_id} cannot run again: an identical job of yours is pending or running") from None
+    if job_type is None:
+        current = conn.execute(Q.job_status, {"job_id": job_id}).scalar_one_or_none()
+        if current is None:
+            raise NotFound(f"job {job_id} not found")
+        raise Conflict(f"job {job_id} is {current}; only a FAILED, CANCELLED or TIMED_OUT job runs again",
+                       details={"status": current})
+    notify_arrivals(conn, {job_type: 1})

@@ -133,3 +133,17 @@ def test_sign_in_never_redirects_off_site(app, alice, target):
     answer = client.post("/login", data={"email": "alice@example.org", "password": PASSWORD, "nonce": nonce,
                                          "next": target})
     assert answer.headers["Location"] == "/overview"
+
+
+def test_the_jobs_page_keeps_its_filters_in_the_url(app, alice):
+    for tag in ("andromeda", "orion", "andromeda-2"):
+        alice.post("/api/jobs", {"type": "noop", "input_payload": {"tag": tag}})
+    client, _ = sign_in(app, "alice@example.org")
+    page = client.get("/jobs?q=andromeda&since=day&sort=id&status=PENDING")
+    assert page.status_code == 200
+    rows = re.findall(r'<a href="/jobs/(\d+)">', page.text)
+    assert len(rows) == 2
+    assert 'value="andromeda"' in page.text and '<option value="day" selected>' in page.text
+    assert '"q": "andromeda"' in page.text  # the filter the bulk actions may act on
+    # Hostile or unknown values fall back to no filter rather than an error.
+    assert client.get("/jobs?status=<script>&sort=;drop&since=century&page=-4&q=" + "x" * 500).status_code == 200

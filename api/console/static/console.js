@@ -77,17 +77,20 @@ async function apiButton(button) {
 
 async function bulk(button) {
   const form = button.closest("form");
-  const ids = [...form.querySelectorAll('input[name="job"]:checked')].map((box) => box.value);
-  if (!ids.length) { toast("Select some jobs first.", true); return; }
-  if (!window.confirm(`${button.dataset.confirm} (${ids.length})`)) return;
-  const action = button.dataset.bulkAction;
-  const results = await Promise.allSettled(ids.map((id) => action === "cancel"
-    ? api("POST", `/api/jobs/${id}/cancel`) : api("DELETE", `/api/jobs/${id}`)));
-  const failed = results.filter((r) => r.status === "rejected");
-  sessionStorage.setItem("skyfleet-toast", failed.length
-    ? `${ids.length - failed.length} done, ${failed.length} refused: ${failed[0].reason.message}`
-    : `${ids.length} done.`);
-  window.location.reload();
+  const everything = form.elements["all-matching"] && form.elements["all-matching"].checked;
+  const ids = [...form.querySelectorAll('input[name="job"]:checked')].map((box) => Number(box.value));
+  if (!everything && !ids.length) { toast("Select some jobs first.", true); return; }
+  const what = everything ? "every job matching the filter" : `${ids.length} job(s)`;
+  if (!window.confirm(`${button.dataset.confirm} (${what})`)) return;
+  const body = { action: button.dataset.bulkAction };
+  if (everything) body.filter = JSON.parse(form.dataset.filter || "{}");
+  else body.ids = ids;
+  try {
+    const { data } = await api("POST", "/api/jobs/bulk", body);
+    const refused = data.refused.length ? `, ${data.refused.length} refused: ${data.refused[0].message}` : "";
+    sessionStorage.setItem("skyfleet-toast", `${data.done.length} done${refused}${data.more ? " (more match: again)" : ""}.`);
+    window.location.reload();
+  } catch (error) { toast(error.message, true); }
 }
 
 // --- uploads (with progress) ----------------------------------------------------------------------

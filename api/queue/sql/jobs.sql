@@ -80,6 +80,16 @@ UPDATE jobs SET
 WHERE id = :job_id AND status IN ('PENDING', 'IN_PROGRESS')
 RETURNING status
 
+-- name: retry
+-- Run a finished job that did not succeed again: PENDING now, with its type's allowance of
+-- attempts on top of those made (its history stays). An identical active job of the same user
+-- (uq_jobs_active_input) makes the UPDATE fail: the caller answers 409.
+UPDATE jobs SET
+    status = 'PENDING', run_after = now(), finished_at = NULL, error = NULL, progress = NULL,
+    cancel_requested = false, max_attempts = attempt + :attempts, updated_at = now()
+WHERE id = :job_id AND status IN ('FAILED', 'CANCELLED', 'TIMED_OUT')
+RETURNING type
+
 -- name: job_status
 SELECT status FROM jobs WHERE id = :job_id
 
@@ -101,6 +111,12 @@ AND (CAST(:type AS text) IS NULL OR j.type = :type)
 AND (CAST(:created_after AS timestamptz) IS NULL OR j.created_at >= :created_after)
 AND (CAST(:created_before AS timestamptz) IS NULL OR j.created_at < :created_before)
 AND (CAST(:owner AS bigint) IS NULL OR j.user_id = :owner)
+-- :q is a LIKE pattern (escaped by the caller): over the input (a tag, a file name) and the error.
+AND (CAST(:q AS text) IS NULL OR j.input_payload::text ILIKE :q OR coalesce(j.error::text, '') ILIKE :q)
+
+-- name: matching_job_ids
+-- The ids of up to :limit jobs a list with these filters shows, oldest first.
+SELECT j.id FROM jobs j WHERE {{listed}} ORDER BY j.id LIMIT :limit
 
 -- name: count_jobs
 SELECT count(*) FROM jobs j WHERE {{listed}}
