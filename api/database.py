@@ -64,3 +64,11 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         pool_timeout=10,
         pool_recycle=1800,
     )
+
+
+def contains_pattern(fragment: str | None) -> str | None:
+    """``%fragment%`` for LIKE / ILIKE, with LIKE's wildcards (and its escape) in the fragment
+    taken literally; None (no filter) for an empty or missing fragment."""
+    if not fragment:
+        return None
+    return "%" + fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

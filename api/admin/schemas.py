@@ -25,7 +25,7 @@ class UserCreateSchema(ApiSchema):
                              metadata={"description": f"Generated (and returned once) when omitted. {_PASSWORD_HELP}"})
     name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     roles = fields.List(fields.Enum(Role, by_value=True), load_default=lambda: [Role.USER],
-                        validate=[validate.Length(min=1, max=2),
+                        validate=[validate.Length(min=1, max=3),
                                   validate.ContainsOnly([Role(r) for r in sorted(PERSON_ROLES)],
                                                         error="people hold ADMIN or USER; service accounts "
                                                               "are made at /api/admin/service-accounts")])
@@ -33,8 +33,8 @@ class UserCreateSchema(ApiSchema):
 
 class UserUpdateSchema(ApiSchema):
     name = fields.String(allow_none=True, validate=validate.Length(max=200))
-    roles = fields.List(fields.Enum(Role, by_value=True), validate=validate.Length(min=1, max=2),
-                        metadata={"description": "People: ADMIN and/or USER; service accounts: WORKER and/or MANAGER."})
+    roles = fields.List(fields.Enum(Role, by_value=True), validate=validate.Length(min=1, max=3),
+                        metadata={"description": "People: ADMIN, USER and/or VIEWER (read-only admin views); service accounts: WORKER and/or MANAGER."})
     max_active_jobs = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_ACTIVE_JOBS_LIMIT),
                                      metadata={"description": "null: the configured default."})
     min_priority = fields.Integer(allow_none=True, validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),

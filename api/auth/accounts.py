@@ -15,6 +15,7 @@ from sqlalchemy import Connection, text, update
 
 from api.auth.models import Role, User
 from api.auth.service import Account, generate_password, hash_password, revoke_user_tokens
+from api.database import contains_pattern
 from api.errors import Conflict, NotFound, ValidationFailed
 from api.pagination import offset
 
@@ -36,12 +37,6 @@ class AccountFilter:
     q: str | None = None
 
 
-def _like_pattern(fragment: str) -> str:
-    """``%fragment%`` with LIKE's wildcards in the fragment taken literally."""
-    escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped.lower()}%"
-
-
 def _row_account(row: Any) -> Account:
     return Account(row.id, row.email, row.name, list(row.roles), row.is_service, row.created_at,
                    row.disabled_at, row.max_active_jobs, row.min_priority)
@@ -60,7 +55,7 @@ def list_accounts(conn: Connection, where: AccountFilter, page: int, limit: int,
         AND (CAST(:disabled AS boolean) IS NULL OR (disabled_at IS NOT NULL) = :disabled)
         AND (CAST(:q AS text) IS NULL OR email LIKE :q ESCAPE '\\')"""
     params = {"role": where.role, "is_service": where.is_service, "disabled": where.disabled,
-              "q": _like_pattern(where.q) if where.q else None}
+              "q": contains_pattern(where.q.lower() if where.q else None)}
     total = conn.execute(text(f"SELECT count(*) FROM users WHERE {condition}"), params).scalar_one()
     rows = conn.execute(
         text(f"""SELECT {_COLUMNS} FROM users WHERE {condition}

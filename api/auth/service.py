@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from api.auth.models import RefreshToken, Role, User
+from api.auth.sessions import close_user_sessions
 from api.errors import Conflict, Unauthorized
 from storage.cooperative import blocking
 
@@ -182,7 +183,9 @@ def revoke_family(conn: Connection, family_id: uuid.UUID) -> None:
 
 
 def revoke_user_tokens(conn: Connection, user_id: int) -> int:
-    """Revoke every live refresh token of an account (disable, password change); how many."""
+    """Revoke every live refresh token of an account and end its console sessions (disable,
+    password change); how many tokens."""
+    close_user_sessions(conn, user_id)
     return conn.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from api.auth.guards import Caller
+from api.database import contains_pattern
 from api.errors import Conflict, NotFound
 from api.queue.jobs import active_jobs_reading
 from storage import StoredObject
@@ -61,8 +62,8 @@ def list_files(conn: Connection, who: Caller, page: int, limit: int, sort: str,
     column = sort.lstrip("-")
     direction = "DESC" if sort.startswith("-") else "ASC"
     # column/direction come from FileListArgs.sort's closed list.
-    where = f"{_VISIBLE} AND (CAST(:q AS text) IS NULL OR name ILIKE '%' || :q || '%')"
-    params = _who(who) | {"q": q.replace("%", r"\%").replace("_", r"\_") if q else None}
+    where = f"{_VISIBLE} AND (CAST(:q AS text) IS NULL OR name ILIKE :q)"
+    params = _who(who) | {"q": contains_pattern(q)}
     total = conn.execute(text(f"SELECT count(*) FROM files WHERE {where}"), params).scalar_one()
     rows = conn.execute(text(f"""
         SELECT {_COLUMNS} FROM files WHERE {where}

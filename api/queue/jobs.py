@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, TextClause, text
 
 from api.auth.guards import Caller
+from api.database import contains_pattern
 from api.errors import Conflict, NotFound
 from api.queue.sql import Q
 from jobtypes.protocol import output_prefix
@@ -51,17 +52,10 @@ def job_attempts(conn: Connection, job_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(Q.attempts_of, {"job_id": job_id}).mappings()]
 
 
-def like_pattern(fragment: str | None) -> str | None:
-    """A case-insensitive "contains" pattern for ILIKE, its wildcards escaped (None: no filter)."""
-    if not fragment:
-        return None
-    return "%" + fragment.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-
-
 def _filters(who: Caller, status: str | None, job_type: str | None, created_after: dt.datetime | None,
              created_before: dt.datetime | None, user_id: int | None, q: str | None) -> dict[str, Any]:
     return _who(who) | {"status": status, "type": job_type, "created_after": created_after,
-                        "created_before": created_before, "owner": user_id, "q": like_pattern(q)}
+                        "created_before": created_before, "owner": user_id, "q": contains_pattern(q)}
 
 
 def list_jobs(conn: Connection, who: Caller, page: int, limit: int, status: str | None,
