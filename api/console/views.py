@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from api.auth import accounts as account_rows
 from api.auth import service as accounts
 from api.auth.guards import Caller
 from api.auth.models import ADMIN_READERS, Role
@@ -315,6 +316,18 @@ def fleet() -> str:
         workers, total = queue_views.list_workers(conn, 1, 200, None, lost_after_s=c.settings.worker_lost_after_s)
     return _render("fleet.html", who, title="Fleet", fleet=status, workers=workers, total=total,
                    now=dt.datetime.now(dt.UTC))
+
+
+@bp.get("/accounts")
+def accounts_page() -> str:
+    who = page_caller()
+    if not who.roles & {r.value for r in ADMIN_READERS}:
+        abort(404)
+    with ctx().read() as conn:
+        people, _ = account_rows.list_accounts(conn, account_rows.AccountFilter(is_service=False), 1, 500, "-created_at")
+        services, _ = account_rows.list_accounts(conn, account_rows.AccountFilter(is_service=True), 1, 500,
+                                                 "-created_at")
+    return _render("accounts.html", who, title="Accounts", people=people, services=services)
 
 
 @bp.app_errorhandler(404)

@@ -214,3 +214,35 @@ def test_dark_mode_follows_the_system_and_the_toggle(browser: Browser, fleet: Fl
     assert page.evaluate(background) == "rgb(247, 248, 250)"
     page.reload()  # the choice is remembered
     assert page.evaluate(background) == "rgb(247, 248, 250)"
+
+
+def test_an_admin_creates_a_viewer_and_disables_a_user(browser: Browser, fleet: Fleet):
+    people(fleet)
+    bob = sign_in(browser, fleet, "bob@example.org")
+    admin = sign_in(browser, fleet, "admin@example.org")
+    admin.get_by_role("link", name="Accounts").click()
+    form = admin.locator("#new-person")
+    form.get_by_label("Email").fill("nova@example.org")
+    form.get_by_label("USER").uncheck()
+    form.get_by_label("VIEWER").check()
+    form.get_by_role("button", name="Create").click()
+    created = form.locator("output")
+    expect(created).to_contain_text("its password (shown once)")
+    password = created.inner_text().rsplit(": ", 1)[1]
+    shot(admin, "accounts")
+
+    nova = browser.new_context(base_url=fleet.url).new_page()
+    nova.goto("/login")
+    nova.get_by_label("Email").fill("nova@example.org")
+    nova.get_by_label("Password").fill(password)
+    nova.get_by_role("button", name="Sign in").click()
+    expect(nova.locator("#queues")).to_be_visible()  # a viewer: the admin views, read-only
+    expect(nova.get_by_role("navigation").get_by_role("link", name="Submit")).to_have_count(0)
+
+    admin.reload()
+    row = admin.locator("tr", has_text="bob@example.org")
+    admin.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Disable").click()
+    expect(admin.locator("tr", has_text="bob@example.org")).to_contain_text("disabled")
+    bob.goto("/jobs")  # his session ended with the account
+    expect(bob.locator("h1")).to_have_text("Sign in")

@@ -66,7 +66,12 @@ async function apiButton(button) {
   const [method, url] = button.dataset.api.split(" ");
   button.disabled = true;
   try {
-    await api(method, url, button.dataset.body ? JSON.parse(button.dataset.body) : undefined);
+    const answer = await api(method, url, button.dataset.body ? JSON.parse(button.dataset.body) : undefined);
+    if (button.hasAttribute("data-show-password")) {  // shown once: not kept anywhere
+      window.alert(`The new password of ${answer.data.email} (shown once):\n\n${answer.data.password}`);
+      button.disabled = false;
+      return;
+    }
     if (button.dataset.then) window.location.assign(button.dataset.then);
     else window.location.reload();
   } catch (error) {
@@ -219,8 +224,35 @@ async function pin(form, count) {
   } catch (error) { toast(error.message, true); }
 }
 
+// A form whose fields are a JSON body for the API (checkboxes of one name: a list); the answer's
+// generated password, if any, is shown in the form's <output> once.
+async function apiForm(form) {
+  const [method, url] = form.dataset.apiForm.split(" ");
+  const body = {};
+  for (const element of form.elements) {
+    if (!element.name || element.type === "submit") continue;
+    if (element.type === "checkbox") {
+      body[element.name] = body[element.name] || [];
+      if (element.checked) body[element.name].push(element.value);
+    } else if (element.value.trim() !== "") body[element.name] = element.value.trim();
+  }
+  const out = form.querySelector("output");
+  try {
+    const { data } = await api(method, url, body);
+    out.className = "once";
+    out.textContent = data.password ? `Created ${data.email}; its password (shown once): ${data.password}`
+      : `Created ${data.email}.`;
+    form.reset();
+  } catch (error) {
+    out.className = "once error";
+    const fields = Object.entries(error.details.fields || {}).map(([f, m]) => `${f}: ${m.join(" ")}`);
+    out.textContent = [error.message, ...fields].join(" — ");
+  }
+}
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
+  if (form.dataset.apiForm) { event.preventDefault(); apiForm(form); return; }
   if (form.id === "submit-form") { event.preventDefault(); submitJob(form); }
   else if (form.classList.contains("pool-pin")) {
     event.preventDefault();
