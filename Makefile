@@ -26,6 +26,7 @@ $(CONSOLE_ASSETS): console/package.json console/package-lock.json
 	mkdir -p $(CONSOLE_VENDOR)
 	cp console/node_modules/htmx.org/dist/htmx.min.js $(CONSOLE_VENDOR)/htmx.min.js
 	cp console/node_modules/uplot/dist/uPlot.iife.min.js console/node_modules/uplot/dist/uPlot.min.css $(CONSOLE_VENDOR)/
+	cp console/node_modules/htmx-ext-sse/dist/sse.min.js $(CONSOLE_VENDOR)/htmx-sse.min.js
 	touch $@
 
 # Debian's Chromium drives the console's browser tests (Playwright cannot download browsers here).

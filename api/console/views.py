@@ -26,6 +26,7 @@ from api.auth.sessions import SESSION_COOKIE, close_session, forget_cookie, open
 from api.catalogue.describe import describe, describe_all
 from api.console import results
 from api.console.security import SignInNeeded, csrf_token, https, page_caller, secure_headers, to_sign_in
+from api.console.stream import console_events
 from api.context import ctx
 from api.errors import NotFound, RateLimited, Unauthorized
 from api.files.routes import download_entry
@@ -316,6 +317,9 @@ def fleet() -> str:
         workers, total = queue_views.list_workers(conn, 1, 200, None, lost_after_s=c.settings.worker_lost_after_s)
     return _render("fleet.html", who, title="Fleet", fleet=status, workers=workers, total=total,
                    now=dt.datetime.now(dt.UTC))
+
+
+bp.add_url_rule("/console/events", "events", console_events)
 
 
 @bp.get("/accounts")

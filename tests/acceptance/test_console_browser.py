@@ -60,9 +60,11 @@ def sign_in(browser: Browser, fleet: Fleet, email: str, **context: object) -> Pa
     page.set_default_timeout(TIMEOUT_MS)
     problems = PROBLEMS.setdefault(id(page), [])
     page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    # An HTTP error answer (a 422 the test provokes) is logged as "Failed to load resource": not a problem.
+    # Not problems: an HTTP error answer (a 422 the test provokes) is logged as "Failed to load
+    # resource"; htmx's SSE extension logs "[object Event]" when a stream ends (it reconnects).
     page.on("console", lambda message: problems.append(message.text) if message.type == "error"
-            and not message.text.startswith("Failed to load resource") else None)
+            and not message.text.startswith("Failed to load resource") and message.text != "[object Event]"
+            else None)
     page.goto("/")
     expect(page).to_have_url(f"{fleet.url}/login?next=/")
     page.get_by_label("Email").fill(email)

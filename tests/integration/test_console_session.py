@@ -3,6 +3,7 @@ tests in tests/acceptance/test_console_browser.py drive the same pages in Chromi
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -147,3 +148,26 @@ def test_the_jobs_page_keeps_its_filters_in_the_url(app, alice):
     assert '"q": "andromeda"' in page.text  # the filter the bulk actions may act on
     # Hostile or unknown values fall back to no filter rather than an error.
     assert client.get("/jobs?status=<script>&sort=;drop&since=century&page=-4&q=" + "x" * 500).status_code == 200
+
+
+def test_the_tab_stream_says_when_the_shown_job_changes_then_ends(app, alice, monkeypatch):
+    import api.console.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "TICK_S", 0.2)
+    job = alice.post("/api/jobs", {"type": "sleep", "input_payload": {"seconds": 60, "tag": "follow"}}).json["data"]
+    client, csrf = sign_in(app, "alice@example.org")
+    response = client.get(f"/console/events?job={job['id']}", buffered=False)
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    chunks = iter(response.response)
+    assert next(chunks) == b"retry: 3000\n\n"
+    # (A job event may come first: the listener wakes every stream when it (re)connects.)
+    assert any(b"event: tick" in next(chunks) for _ in range(3))  # the overview's clock
+    assert client.post(f"/api/jobs/{job['id']}/cancel", headers={"X-CSRF-Token": csrf}).status_code == 200
+    rest = list(itertools.islice(chunks, 10))  # the job event, then the stream ends (the job is over)
+    assert any(b"event: job" in e for e in rest) and len(rest) < 10, rest
+    response.close()
+    # The job is over: the browser's reconnect hears 204 and stops.
+    assert client.get(f"/console/events?job={job['id']}").status_code == 204
+    other, _ = sign_in(app, "alice@example.org")
+    assert other.get("/console/events?job=999999").status_code == 404
+    assert app.test_client().get("/console/events").status_code == 302  # signed out: to sign-in

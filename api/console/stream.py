@@ -1,0 +1,127 @@
+"""``GET /console/events``: one Server-Sent Events stream per console tab.
+
+The page's live parts refresh when the stream says so (htmx's SSE extension turns each event
+into a trigger): ``tick`` every :data:`TICK_S` (the overview, the fleet), and ``job`` as soon
+as the job the page shows changes (the ``jobs_changed`` trigger's NOTIFY, through the
+process's :class:`~api.queue.notify.JobEventHub`, as the job event streams of the API). The
+stream holds a greenlet and no database connection, counts against the same per-process and
+per-account caps as ``/api/jobs/{id}/events``, and ends after ``event_stream_max_s`` (the
+browser reconnects by itself).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Generator
+
+from flask import Response, request
+
+from api.console.security import page_caller
+from api.context import ctx
+from api.errors import ServiceUnavailable
+from api.events.routes import stream_slots
+from api.queue.jobs import get_visible_job
+from api.queue.notify import Subscription
+from jobtypes import ACTIVE_STATUSES
+
+ACTIVE = {s.value for s in ACTIVE_STATUSES}
+#: How often the overview's figures refresh.
+TICK_S = 5.0
+
+
+def _message(event: str, event_id: int) -> bytes:
+    return f"id: {event_id}\nevent: {event}\ndata: {event}\n\n".encode()
+
+
+class ConsoleStream:
+    """The body of one tab's stream; ``on_close`` runs once, when it ends or the tab goes away."""
+
+    def __init__(self, subscription: Subscription | None, max_s: float, on_close: Callable[[], None],
+                 stopping: Callable[[], bool], finished: Callable[[], bool] = lambda: False) -> None:
+        self._on_close: Callable[[], None] | None = on_close
+        self._messages = self._run(subscription, max_s, stopping, finished)
+
+    def __iter__(self) -> ConsoleStream:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._messages)
+
+    def close(self) -> None:
+        try:
+            self._messages.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def _run(self, subscription: Subscription | None, max_s: float, stopping: Callable[[], bool],
+             finished: Callable[[], bool]) -> Generator[bytes, None, None]:
+        try:
+            ids = itertools.count(1)
+            yield b"retry: 3000\n\n"
+            deadline = time.monotonic() + max_s
+            next_tick = time.monotonic() + TICK_S
+            while (now := time.monotonic()) < deadline and not stopping():
+                wait = max(0.0, min(next_tick, deadline) - now)
+                if subscription is not None and subscription.wait(wait):
+                    yield _message("job", next(ids))
+                    if finished():  # the page has its final state; the reconnect hears 204 and stops
+                        return
+                    continue
+                if subscription is None:
+                    time.sleep(wait)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + TICK_S
+                    yield _message("tick", next(ids))
+        finally:
+            self._release()
+
+
+def console_events() -> Response:
+    who = page_caller()
+    c = ctx()
+    settings = c.settings
+    job_id = request.args.get("job", type=int)
+    subscription = None
+    finished: Callable[[], bool] = lambda: False
+    if job_id is not None:
+        c.listener.ensure_started()
+        # Subscribed before the read: no change falls between the two.
+        subscription = c.listener.events.subscribe(job_id)
+
+        def finished() -> bool:
+            with c.read() as conn:
+                return get_visible_job(conn, who, job_id)["status"] not in ACTIVE
+
+        try:
+            done = finished()  # 404 unless the caller may see it
+        except BaseException:
+            c.listener.events.unsubscribe(subscription)
+            raise
+        if done:  # nothing will change: 204 tells the browser not to reconnect
+            c.listener.events.unsubscribe(subscription)
+            return Response(status=204)
+    slots = stream_slots()
+    refused = slots.acquire(who.user_id, settings.max_event_streams, settings.max_event_streams_per_user)
+    if refused is not None:
+        if subscription is not None:
+            c.listener.events.unsubscribe(subscription)
+        raise ServiceUnavailable(f"too many event streams ({refused}); the page refreshes less often")
+
+    def on_close() -> None:
+        if subscription is not None:
+            c.listener.events.unsubscribe(subscription)
+        slots.release(who.user_id)
+
+    stream = ConsoleStream(subscription, settings.event_stream_max_s, on_close, stopping=lambda: c.hub.closed,
+                           finished=finished)
+    return Response(stream, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+
