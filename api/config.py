@@ -85,6 +85,8 @@ class Settings:
     #: The most urgent priority a USER may ask for (0 is most urgent; admins may use any).
     user_min_priority: int = USER_MIN_PRIORITY
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    #: Queue a fits.thumbnail job (the console's quick-look picture) for each uploaded file.
+    file_thumbnails: bool = True
     #: Requests per minute per caller (per client address when anonymous); 0 disables.
     rate_limit_per_minute: int = RATE_LIMIT_PER_MINUTE
     login_limit_per_account: int = LOGIN_LIMIT_PER_ACCOUNT

@@ -181,3 +181,42 @@ SPECTRUM_EXTRACT = register(
         bytes_per_pixel=0.0,
     )
 )
+
+
+# --- fits.thumbnail -----------------------------------------------------------------------------
+
+THUMBNAIL_SIZE_PX = 256
+
+
+class FitsThumbnailInput(Schema):
+    """A small quick-look picture of one image HDU (zscale-like percentiles, asinh stretch)."""
+
+    file = InputFile(required=True)
+    hdu = Hdu()
+    #: The picture's longer side, in pixels.
+    size = fields.Integer(strict=True, load_default=THUMBNAIL_SIZE_PX, validate=validate.Range(min=32, max=1024))
+
+
+class FitsThumbnailResult(Schema):
+    hdu = fields.Integer(required=True)
+    hdu_name = fields.String()
+    width = fields.Integer(required=True)
+    height = fields.Integer(required=True)
+    #: The output's name: ``thumbnail.png``.
+    file = fields.String(required=True)
+
+
+FITS_THUMBNAIL = register(
+    JobType(
+        name="fits.thumbnail",
+        description="A quick-look PNG (at most 1024 px on a side) of one image HDU of a FITS file, as the "
+                    "console shows beside each uploaded file.",
+        input_schema=FitsThumbnailInput,
+        result_schema=FitsThumbnailResult,
+        timeout_s=INSPECT_TIMEOUT_S,
+        retry=READ_RETRY,
+        resource_class="small",
+        # float32 pixels (4), the binned copy and the picture buffers (at most as many again).
+        bytes_per_pixel=12.0,
+    )
+)

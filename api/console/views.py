@@ -31,6 +31,7 @@ from api.context import ctx
 from api.errors import NotFound, RateLimited, Unauthorized
 from api.files.routes import download_entry
 from api.files.service import list_files
+from api.files.thumbnails import thumbnails
 from api.fleet.status import fleet_status
 from api.queue import jobs as queue_jobs
 from api.queue import views as queue_views
@@ -303,6 +304,11 @@ def files() -> str:
     who = page_caller()
     with ctx().read() as conn:
         rows, total = list_files(conn, who, 1, 200, "-created_at", request.args.get("q") or None)
+        thumbs = thumbnails(conn, [r["id"] for r in rows])
+    for row in rows:
+        thumb = thumbs.get(row["id"])
+        row["thumbnail"] = thumb and (thumb | {"url": thumb["key"] and download_entry(
+            thumb["key"], "thumbnail.png", None, None, "image/png")["url"]})
     return _render("files.html", who, title="Files", files=rows, total=total)
 
 

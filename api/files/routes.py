@@ -24,6 +24,7 @@ from api.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from api.files import service
 from api.files.links import LINK_PATH
 from api.files.schemas import DownloadSchema, FileListArgs, FileSchema, FileUploadFormSchema, FileUploadSchema
+from api.files.thumbnails import queue_thumbnail
 from api.pagination import pagination
 from storage import ObjectNotFound, ObjectTooLarge, StorageError
 from storage.signing import verify
@@ -87,7 +88,8 @@ class Files(MethodView):
     @blp.doc(security=BEARER)
     def post(self, form: dict[str, Any], files: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Upload a FITS file (multipart/form-data, part ``file``). It is streamed to storage;
-        jobs then name it as ``{"file_id": …}``."""
+        jobs then name it as ``{"file_id": …}``. A ``fits.thumbnail`` job is queued for it (the
+        console's quick-look picture; ``SKYFLEET_FILE_THUMBNAILS=false`` turns that off)."""
         c, who = ctx(), caller()
         upload: FileStorage = files["file"]
         head = upload.stream.read(2880)
@@ -104,6 +106,8 @@ class Files(MethodView):
         try:
             with c.transaction() as conn:
                 row = service.record_file(conn, who.user_id, name, stored)
+                if c.settings.file_thumbnails:
+                    queue_thumbnail(conn, who.user_id, row["id"])
         except BaseException:
             c.storage.delete(key)  # never leave an object no row points at
             raise

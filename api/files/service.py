@@ -10,6 +10,8 @@ from api.auth.guards import Caller
 from api.database import contains_pattern
 from api.errors import Conflict, NotFound
 from api.queue.jobs import active_jobs_reading
+from api.queue.submit import cancel_job
+from jobtypes.fitsfiles import FITS_THUMBNAIL
 from storage import StoredObject
 
 #: A FITS file starts with this card (FITS standard 4.0, section 4.4.1.1).
@@ -77,13 +79,19 @@ def delete_file(conn: Connection, who: Caller, file_id: int) -> str:
 
     Locks the row first, then looks for active jobs in a new statement: a submission that
     references the file holds ``FOR KEY SHARE`` on it until it commits, so either we wait and
-    then see its job (409), or it waits and then finds the file gone (422).
+    then see its job (409), or it waits and then finds the file gone (422). Its thumbnail job,
+    if still active, is cancelled rather than counted.
     """
     row = conn.execute(text(f"SELECT storage_key FROM files WHERE id = :id AND {_VISIBLE} FOR UPDATE"),
                        {"id": file_id} | _who(who)).one_or_none()
     if row is None:
         raise NotFound(f"file {file_id} not found")
-    active = active_jobs_reading(conn, file_id)
+    active = []
+    for job_id, job_type in active_jobs_reading(conn, file_id):
+        if job_type == FITS_THUMBNAIL.name:  # its quick-look picture is not worth keeping the file for
+            cancel_job(conn, job_id)
+        else:
+            active.append(job_id)
     if active:
         raise Conflict(f"file {file_id} is an input of active jobs {list(active)}; wait for them or cancel them",
                        details={"job_ids": list(active)})

@@ -150,6 +150,14 @@ def link_job_files(conn: Connection, job_ids: list[int], file_ids: list[list[int
         conn.execute(Q.link_job_files, {"jobs": [p[0] for p in pairs], "files": [p[1] for p in pairs]})
 
 
-def active_jobs_reading(conn: Connection, file_id: int) -> list[int]:
-    """The pending or running jobs that read the file (up to 100), oldest first."""
-    return [int(i) for i in conn.execute(Q.active_jobs_reading, {"file_id": file_id}).scalars()]
+def file_thumbnails(conn: Connection, file_ids: list[int], job_type: str) -> dict[int, dict[str, Any]]:
+    """The newest ``job_type`` job reading each file: {file_id: {"job_id", "status", "key"}}."""
+    if not file_ids:
+        return {}
+    rows = conn.execute(Q.file_thumbnails, {"file_ids": file_ids, "type": job_type}).mappings()
+    return {int(r["file_id"]): {"job_id": r["job_id"], "status": r["status"], "key": r["key"]} for r in rows}
+
+
+def active_jobs_reading(conn: Connection, file_id: int) -> list[tuple[int, str]]:
+    """The pending or running jobs that read the file (up to 100), oldest first: (id, type)."""
+    return [(int(i), str(t)) for i, t in conn.execute(Q.active_jobs_reading, {"file_id": file_id}).all()]

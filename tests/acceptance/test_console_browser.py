@@ -131,6 +131,16 @@ def test_an_astronomer_detects_sources_and_others_see_nothing(browser: Browser, 
     names = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes())).namelist()
     assert any(n.endswith("overlay.png") for n in names) and any(n.endswith("catalogue.ecsv") for n in names)
 
+    # The file library shows a quick look of the upload, drawn by a worker (a fits.thumbnail job).
+    def thumbnail_shown() -> bool:
+        alice.goto("/files")
+        return alice.locator("td.thumb img").count() == 1
+
+    wait_for(thumbnail_shown, timeout=60, interval=0.5, what="the uploaded file's thumbnail")
+    wait_for(lambda: alice.evaluate("document.querySelector('td.thumb img').naturalWidth") > 0, timeout=20,
+             what="the thumbnail to load")
+    shot(alice, "files")
+
     # Another user: the job is a 404 page, the file is not listed; the API agrees.
     bob = sign_in(browser, fleet, "bob@example.org")
     assert bob.goto(job_url).status == 404

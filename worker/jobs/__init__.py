@@ -22,6 +22,7 @@ HANDLERS: dict[str, str] = {
     "sources.detect": "worker.jobs.detect:detect_sources",
     "image.composite": "worker.jobs.composite:composite",
     "image.mosaic": "worker.jobs.mosaic:mosaic",
+    "fits.thumbnail": "worker.jobs.thumbnail:thumbnail",
 }
 
 __all__ = ["HANDLERS", "Cancelled", "JobContext", "OutputFile", "PermanentError", "handler_for", "ref_id"]

@@ -182,8 +182,8 @@ SELECT * FROM unnest(CAST(:jobs AS bigint[]), CAST(:files AS bigint[]))
 ON CONFLICT DO NOTHING
 
 -- name: active_jobs_reading
--- The pending or running jobs that read file :file_id (up to 100).
-SELECT j.id FROM job_files jf JOIN jobs j ON j.id = jf.job_id
+-- The pending or running jobs that read file :file_id (up to 100), with their types.
+SELECT j.id, j.type FROM job_files jf JOIN jobs j ON j.id = jf.job_id
 WHERE jf.file_id = :file_id AND j.status IN ('PENDING', 'IN_PROGRESS') ORDER BY j.id LIMIT 100
 
 -- name: attempts_of
@@ -197,3 +197,12 @@ SELECT j.attempt, j.worker_id, w.name, j.started_at, j.heartbeat_at, NULL, 'RUNN
 FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id
 WHERE j.id = :job_id AND j.status = 'IN_PROGRESS'
 ORDER BY started_at NULLS LAST, attempt
+
+-- name: file_thumbnails
+-- The newest :type job reading each of :file_ids, with its picture's storage key once it succeeded.
+SELECT DISTINCT ON (jf.file_id) jf.file_id, j.id AS job_id, j.status,
+       (SELECT f ->> 'key' FROM job_attempts a, jsonb_array_elements(a.files) f
+        WHERE a.job_id = j.id AND a.outcome = 'SUCCEEDED' AND f ->> 'name' = 'thumbnail.png' LIMIT 1) AS key
+FROM job_files jf JOIN jobs j ON j.id = jf.job_id AND j.type = :type
+WHERE jf.file_id = ANY(CAST(:file_ids AS bigint[]))
+ORDER BY jf.file_id, j.id DESC
