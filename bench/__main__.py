@@ -136,6 +136,7 @@ import requests
 from sqlalchemy.exc import SQLAlchemyError
 
 from bench.claim import CLAIM_LIMIT, bench_claim
+from bench.console import bench_console
 from bench.enqueue import bench_enqueue
 from bench.errors import BenchError
 from bench.figures import Figure, ScenarioResult, format_figure, say
@@ -152,7 +153,8 @@ from bench.scale import bench_scale
 from bench.writes import bench_throughput_costs
 
 DEFAULT_DATA_DIR = ROOT / ".skyfleet" / "bench"
-SCENARIOS = ("enqueue", "throughput", "latency", "peers", "rescue", "claim", "manager", "jobtypes", "scale")
+SCENARIOS = ("enqueue", "throughput", "latency", "peers", "rescue", "claim", "manager", "jobtypes", "scale",
+             "console")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +208,7 @@ SCENARIO_FUNCS: dict[str, Callable[[Fleet, Options], ScenarioResult]] = {
     "manager": bench_manager,
     "jobtypes": bench_jobtypes,
     "scale": bench_scale,
+    "console": bench_console,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -39,7 +39,7 @@ class Db:
         row = self.one(query, params)
         return None if row is None else row[0]
 
-    def execute(self, query: str, params: Sequence[Any] | None = None) -> None:
+    def execute(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
         """Run a statement (autocommit)."""
         self.conn.execute(query, params)
 

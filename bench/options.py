@@ -43,6 +43,8 @@ KNOBS = (
     Knob("scale_processes", 4, 2, "client processes the simulated workers are spread over (scale)"),
     Knob("scale_idle_s", 60.0, 20.0, "seconds the idle fleet is measured (scale)"),
     Knob("scale_busy", 20, 20, "simulated workers kept busy with a sleep job through the idle phase (scale)"),
+    Knob("console_jobs", 100000, 10000, "jobs in the database while the console's pages are timed (console)"),
+    Knob("console_repeats", 30, 10, "timed fetches of each console page (console)"),
     Knob("scale_burst_jobs", 20000, 200, "sleep jobs of 50-200 ms submitted to the fleet at once, 0: none (scale)"),
 )
 
@@ -75,6 +77,8 @@ class Options:
     peer_workers: int
     pgqueuer_batch: int
     bare_batch: int
+    console_jobs: int
+    console_repeats: int
     scale_workers: int
     scale_processes: int
     scale_idle_s: float

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -54,9 +55,16 @@ class History(MethodView):
     @blp.doc(security=BEARER)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """The fleet over the last hour, day or week, from the database: attempts completed, failed
-        and retried, pickup latency p50/p95/p99, median run time per type, workers alive."""
-        with ctx().read() as conn:
-            return ok(history.history(conn, history.WINDOWS[args["window"]]))
+        and retried, pickup latency p50/p95/p99, median run time per type, workers alive. An
+        answer may be up to a twelfth of a bucket old (5 s for the hour, a minute at most)."""
+        window = history.WINDOWS[args["window"]]
+
+        def read() -> dict[str, Any]:
+            with ctx().read() as conn:
+                return history.history(conn, window)
+
+        cache: history.HistoryCache = current_app.extensions.setdefault("skyfleet.history", history.HistoryCache())
+        return ok(cache.get(window, read))
 
 
 @blp.route("/workers")

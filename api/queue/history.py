@@ -6,6 +6,9 @@ database kept (finished jobs are pruned after the retention period).
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +23,34 @@ class Window:
     bucket_s: int
     buckets: int
 
+    @property
+    def fresh_s(self) -> float:
+        """How long an answer may be reused: a twelfth of a bucket, at most a minute."""
+        return min(self.bucket_s / 12, 60.0)
+
 
 #: The charts' time ranges: an hour by minute, a day by 15 minutes, a week by hour.
 WINDOWS = {w.name: w for w in (Window("hour", 60, 60), Window("day", 900, 96), Window("week", 3600, 168))}
+
+
+class HistoryCache:
+    """The latest answer per window, reused for a while (:meth:`Window.fresh_s`): a week of
+    attempts takes a few hundred milliseconds to aggregate, and every open overview asks."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._kept: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, window: Window, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        with self._lock:
+            kept = self._kept.get(window.name)
+        if kept is not None and self._clock() - kept[0] < window.fresh_s:
+            return kept[1]
+        answer = read()
+        with self._lock:
+            self._kept[window.name] = (self._clock(), answer)
+        return answer
 
 
 def history(conn: Connection, window: Window) -> dict[str, Any]:

@@ -67,3 +67,20 @@ def test_viewers_read_it_users_do_not(app, alice):
     viewer = make_account(app, "vera@example.org", [Role.VIEWER])
     assert viewer.get("/api/admin/history?window=week").status_code == 200
     assert alice.get("/api/admin/history").status_code == 403
+
+
+def test_answers_are_reused_for_a_twelfth_of_a_bucket():
+    from api.queue.history import WINDOWS, HistoryCache
+
+    now = [1000.0]
+    cache = HistoryCache(clock=lambda: now[0])
+    reads = iter(({"n": 1}, {"n": 2}, {"n": 3}))
+    read = lambda: next(reads)
+    hour, week = WINDOWS["hour"], WINDOWS["week"]
+    assert (hour.fresh_s, week.fresh_s) == (5.0, 60.0)
+    assert cache.get(hour, read) == {"n": 1}
+    now[0] += 4.9
+    assert cache.get(hour, read) == {"n": 1}
+    now[0] += 0.2
+    assert cache.get(hour, read) == {"n": 2}
+    assert cache.get(week, read) == {"n": 3}  # each window has its own

@@ -18,7 +18,9 @@ WITH {{span}}, a AS (
     SELECT {{bucket_of_ended}} AS n, t.outcome, t.started_at, t.due_at,
            (t.outcome IN ('FAILED', 'EXPIRED')
             AND (j.id IS NULL OR (t.attempt = j.attempt AND j.status IN ('FAILED', 'TIMED_OUT')))) AS final
-    FROM span, job_attempts t LEFT JOIN jobs j ON j.id = t.job_id
+    FROM span, job_attempts t
+    -- Only a failure needs its job (was it the last attempt?): most attempts skip the join.
+    LEFT JOIN jobs j ON t.outcome IN ('FAILED', 'EXPIRED') AND j.id = t.job_id
     WHERE t.ended_at >= to_timestamp(span.first)
 ), per AS (
     SELECT n,
