@@ -140,3 +140,15 @@ def check_callback_url(url: str | None, guard: AddressGuard, field: str = "callb
         message = str(exc)
         raise ValidationFailed(f"Validation failed: {field}: {message}",
                                {"location": "json", "fields": {field: [message]}}) from None
+
+
+_OF_JOB = text("""
+    SELECT id, url, job_status, attempts, last_status, last_error, delivered_at, gave_up_at, next_attempt_at,
+           created_at
+    FROM callback_deliveries WHERE job_id = :job_id ORDER BY id
+""")
+
+
+def deliveries_of(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+    """A job's callback deliveries, oldest first (no visibility check: call after one)."""
+    return [dict(row) for row in conn.execute(_OF_JOB, {"job_id": job_id}).mappings()]

@@ -23,6 +23,7 @@ from api.auth import service as accounts
 from api.auth.guards import Caller
 from api.auth.models import ADMIN_READERS, Role
 from api.auth.sessions import SESSION_COOKIE, close_session, forget_cookie, open_session, set_cookie
+from api.callbacks.service import deliveries_of
 from api.catalogue.describe import describe, describe_all
 from api.console import results
 from api.console.security import SignInNeeded, csrf_token, https, page_caller, secure_headers, to_sign_in
@@ -229,6 +230,7 @@ def _job_values(who: Caller, job_id: int) -> dict[str, Any] | None:
         except NotFound:
             return None
         attempts = queue_jobs.job_attempts(conn, job_id)
+        callbacks = deliveries_of(conn, job_id)
         result = queue_jobs.get_result(conn, who, job_id) if job["status"] == JobStatus.SUCCEEDED else None
     files = []
     for f in (result or {}).get("files") or []:
@@ -236,7 +238,7 @@ def _job_values(who: Caller, job_id: int) -> dict[str, Any] | None:
                                f.get("sha256"), f.get("content_type"))
         files.append(entry)
     template = f"results/{job['type']}.html"
-    return {"job": job, "attempts": attempts, "result": result, "files": files,
+    return {"job": job, "attempts": attempts, "callbacks": callbacks, "result": result, "files": files,
             "rv": results.view(job["type"], result, files),
             "result_template": template if template in _RESULT_TEMPLATES else None,
             "active": job["status"] in {s.value for s in ACTIVE_STATUSES},

@@ -175,6 +175,10 @@ def test_bulk_cancel_and_a_viewer_without_buttons(browser: Browser, fleet: Fleet
     alice.goto("/jobs?status=CANCELLED")
     expect(alice.locator("#jobs tbody tr")).to_have_count(3)
     shot(alice, "jobs")
+    alice.set_viewport_size({"width": 390, "height": 844})  # a phone
+    scroll_width = alice.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= 390, f"the page is {scroll_width} px wide on a 390 px screen"
+    shot(alice, "jobs-phone")
 
     vera = sign_in(browser, fleet, "vera@example.org")
     expect(vera.locator("#queues")).to_be_visible()
@@ -213,6 +217,9 @@ def test_an_admin_pins_a_pool_and_sees_the_managers_decision(browser: Browser, f
     pool = admin.locator('article[data-pool="local"]')
     pool.get_by_role("button", name="Unpin").click()
     expect(pool).not_to_contain_text("pinned at")
+    pool.get_by_label("Max").fill("2")
+    pool.get_by_role("button", name="Set bounds").click()
+    expect(admin.locator('article[data-pool="local"]')).to_contain_text("bounds 0–2")
 
 
 def test_dark_mode_follows_the_system_and_the_toggle(browser: Browser, fleet: Fleet):

@@ -171,3 +171,17 @@ def test_the_tab_stream_says_when_the_shown_job_changes_then_ends(app, alice, mo
     other, _ = sign_in(app, "alice@example.org")
     assert other.get("/console/events?job=999999").status_code == 404
     assert app.test_client().get("/console/events").status_code == 302  # signed out: to sign-in
+
+
+def test_a_jobs_page_shows_its_callback_deliveries(app, alice, engine):
+    from sqlalchemy import text
+
+    job = alice.post("/api/jobs", {"type": "noop", "input_payload": {"tag": "hook"},
+                                   "callback_url": "https://hooks.example.org/skyfleet"}).json["data"]
+    with engine.begin() as conn:  # as a report would end it: the trigger writes the delivery
+        conn.execute(text("UPDATE jobs SET status = 'CANCELLED', finished_at = now() WHERE id = :id"),
+                     {"id": job["id"]})
+    client, _ = sign_in(app, "alice@example.org")
+    page = client.get(f"/jobs/{job['id']}")
+    assert 'id="callbacks"' in page.text and "https://hooks.example.org/skyfleet" in page.text
+    assert ">CANCELLED<" in page.text and 'id="retry"' in page.text

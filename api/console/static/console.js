@@ -217,9 +217,12 @@ document.addEventListener("click", (event) => {
   }
 });
 
-async function pin(form, count) {
+async function pin(form, count) { scale(form, { count }); }
+
+// Bounds left empty go back to the pool's own (null clears an override).
+async function scale(form, changes) {
   try {
-    await api("POST", "/api/admin/scale", { pool: form.dataset.pool, count });
+    await api("POST", "/api/admin/scale", { pool: form.dataset.pool, ...changes });
     window.location.reload();
   } catch (error) { toast(error.message, true); }
 }
@@ -254,7 +257,11 @@ document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form.dataset.apiForm) { event.preventDefault(); apiForm(form); return; }
   if (form.id === "submit-form") { event.preventDefault(); submitJob(form); }
-  else if (form.classList.contains("pool-pin")) {
+  else if (form.classList.contains("pool-bounds")) {
+    event.preventDefault();
+    const value = (name) => (form.elements[name].value.trim() === "" ? null : Number(form.elements[name].value));
+    scale(form, { min: value("min"), max: value("max") });
+  } else if (form.classList.contains("pool-pin")) {
     event.preventDefault();
     const raw = form.elements.count.value.trim();
     pin(form, raw === "" ? null : Number(raw));
