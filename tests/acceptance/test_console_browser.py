@@ -131,6 +131,18 @@ def test_an_astronomer_detects_sources_and_others_see_nothing(browser: Browser, 
     names = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes())).namelist()
     assert any(n.endswith("overlay.png") for n in names) and any(n.endswith("catalogue.ecsv") for n in names)
 
+    # A longer job: its progress bar moves while it runs (heartbeats carry the progress, the
+    # tab's event stream says the job changed), then the page shows its end.
+    alice.goto("/submit/sleep")
+    alice.locator('input[name="seconds"]').fill("4")
+    alice.get_by_role("button", name="Submit").click()
+    expect(alice).to_have_url(re.compile(r"/jobs/\d+$"))
+    wait_for(lambda: float(alice.locator("#progress").get_attribute("value") or 0) > 0
+             if alice.locator("#progress").count() else False, timeout=30, interval=0.2,
+             what="the progress bar to move")
+    shot(alice, "job-running")
+    expect(alice.locator(".status").first).to_have_text("SUCCEEDED", timeout=30_000)
+
     # The file library shows a quick look of the upload, drawn by a worker (a fits.thumbnail job).
     def thumbnail_shown() -> bool:
         alice.goto("/files")
