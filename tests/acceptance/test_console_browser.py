@@ -73,6 +73,7 @@ def sign_in(browser: Browser, fleet: Fleet, email: str, **context: object) -> Pa
     if page.locator("#login-error").count():
         raise AssertionError(page.locator("#login-error").inner_text())
     expect(page.locator("h1")).to_have_text("Overview")
+    page.wait_for_load_state("load")  # the stylesheet too (the DOM can be there before it)
     return page
 
 
@@ -243,8 +244,8 @@ def test_dark_mode_follows_the_system_and_the_toggle(browser: Browser, fleet: Fl
     shot(page, "overview-dark")
     page.get_by_role("button", name="Toggle dark mode").click()
     assert page.evaluate(background) == "rgb(247, 248, 250)"
-    page.reload()  # the choice is remembered
-    assert page.evaluate(background) == "rgb(247, 248, 250)"
+    page.reload(wait_until="load")  # the choice is remembered
+    wait_for(lambda: page.evaluate(background) == "rgb(247, 248, 250)", timeout=10, what="the light theme")
 
 
 def test_an_admin_creates_a_viewer_and_disables_a_user(browser: Browser, fleet: Fleet):
