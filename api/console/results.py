@@ -52,11 +52,12 @@ def spectrum_svg(result: dict[str, Any]) -> dict[str, Any] | None:
             "wave_unit": result.get("wavelength_unit") or "", "flux_unit": result.get("flux_unit") or ""}
 
 
-def sky_svg(result: dict[str, Any]) -> dict[str, Any] | None:
-    """A mosaic's outline and its tiles' footprints on a tangent plane at its centre, north up and
-    east left (RA increases to the left, as on the sky)."""
-    centre = result.get("center") or {}
-    ra0, dec0 = centre.get("ra"), centre.get("dec")
+def sky_svg(center: dict[str, Any] | None, shapes: list[tuple[str, Any, bool]]) -> dict[str, Any] | None:
+    """Outlines on the sky (``shapes``: label, [[ra, dec], …] in degrees, whether it is the
+    outline drawn dashed) on a tangent plane at ``center``, north up and east left (RA increases
+    to the left, as on the sky)."""
+    center = center or {}
+    ra0, dec0 = center.get("ra"), center.get("dec")
     if not isinstance(ra0, int | float) or not isinstance(dec0, int | float):
         return None
     cos0 = math.cos(math.radians(dec0))
@@ -65,28 +66,28 @@ def sky_svg(result: dict[str, Any]) -> dict[str, Any] | None:
         d_ra = (ra - ra0 + 180.0) % 360.0 - 180.0  # across RA 0/360
         return -d_ra * cos0, dec - dec0  # east (RA up) to the left
 
-    shapes = [("mosaic", result.get("corners") or [])] + [
-        (f"tile {i + 1}", t.get("footprint") or []) for i, t in enumerate(result.get("tiles") or [])]
-    polygons = [(label, [plane(float(ra), float(dec)) for ra, dec in corners]) for label, corners in shapes
+    polygons = [(label, [plane(float(ra), float(dec)) for ra, dec in corners], outline)
+                for label, corners, outline in shapes
                 if corners and all(len(c) == 2 and all(isinstance(v, int | float) for v in c) for c in corners)]
     if not polygons:
         return None
-    xs = _finite([p[0] for _, pts in polygons for p in pts])
-    ys = _finite([p[1] for _, pts in polygons for p in pts])
+    xs = _finite([p[0] for _, pts, _ in polygons for p in pts])
+    ys = _finite([p[1] for _, pts, _ in polygons for p in pts])
     side = max(max(xs) - min(xs), max(ys) - min(ys)) or 1.0
     cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
     size = 400.0
     x = _scale(cx - side / 2, cx + side / 2, size)
     y = _scale(cy - side / 2, cy + side / 2, size, flip=True)
-    return {"size": size, "polygons": [{"label": label, "points": " ".join(f"{x(px)},{y(py)}" for px, py in pts),
-                                        "mosaic": label == "mosaic"} for label, pts in polygons],
-            "extent_deg": side}
+    return {"size": size, "extent_deg": side,
+            "polygons": [{"label": label, "points": " ".join(f"{x(px)},{y(py)}" for px, py in pts), "mosaic": outline}
+                         for label, pts, outline in polygons]}
 
 
-def view(job_type: str, result: dict[str, Any] | None, files: list[dict[str, Any]]) -> dict[str, Any]:
+def view(job: dict[str, Any], result: dict[str, Any] | None, files: list[dict[str, Any]]) -> dict[str, Any]:
     """What the job type's result template needs (empty for types shown as plain JSON)."""
     if not result:
         return {}
+    job_type = job["type"]
     payload = result.get("result_payload") or {}
     urls = {f["name"]: f["url"] for f in files}
     if job_type == "sources.detect":
@@ -99,8 +100,24 @@ def view(job_type: str, result: dict[str, Any] | None, files: list[dict[str, Any
         return {"image": urls.get(payload.get("file", ""))}
     if job_type == "image.mosaic":
         named = payload.get("files") or {}
+        shapes = [("mosaic", payload.get("corners"), True)] + [
+            (f"tile {i + 1}", t.get("footprint"), False) for i, t in enumerate(payload.get("tiles") or [])]
         return {"image": urls.get(named.get("preview", "mosaic.png")), "fits": urls.get(named.get("fits", "")),
-                "sky": sky_svg(payload)}
+                "sky": sky_svg(payload.get("center"), shapes)}
+    if job_type == "fits.inspect":
+        skies = {}
+        for hdu in payload.get("hdus") or []:
+            image = hdu.get("image") or {}
+            if image.get("has_celestial_wcs"):
+                skies[hdu.get("index")] = sky_svg(image.get("centre"), [(f"HDU {hdu.get('index')}",
+                                                                          image.get("footprint"), False)])
+        return {"skies": skies}
+    if job_type == "table.page":
+        input_payload = job.get("input_payload") or {}
+        following = payload.get("offset", 0) + payload.get("n_rows", 0)
+        return {"next_offset": following if following < payload.get("total_rows", 0) else None,
+                "prev_offset": max(0, payload.get("offset", 0) - payload.get("limit", 100))
+                if payload.get("offset", 0) > 0 else None, "input": input_payload}
     if job_type == "spectrum.extract":
         return {"chart": spectrum_svg(payload)}
     return {}

@@ -239,7 +239,7 @@ def _job_values(who: Caller, job_id: int) -> dict[str, Any] | None:
         files.append(entry)
     template = f"results/{job['type']}.html"
     return {"job": job, "attempts": attempts, "callbacks": callbacks, "result": result, "files": files,
-            "rv": results.view(job["type"], result, files),
+            "rv": results.view(job, result, files),
             "result_template": template if template in _RESULT_TEMPLATES else None,
             "active": job["status"] in {s.value for s in ACTIVE_STATUSES},
             "pretty": lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)}

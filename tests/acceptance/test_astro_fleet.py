@@ -8,6 +8,7 @@ celestial WCS, uploaded through ``POST /api/files``; outputs are fetched through
 from __future__ import annotations
 
 import io
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from PIL import Image
 
-from tests.acceptance.conftest import Fleet
+from tests.acceptance.conftest import PASSWORD, Fleet
 from tests.handlers.fitsfactory import gaussian_stars, make_wcs, write_image
 
 SHAPE = (256, 256)
@@ -152,6 +153,28 @@ def test_every_job_type_end_to_end(fleet: Fleet, images: dict[str, Path]):
     # Jobs chain: a job's output key is an input of the next (the mosaic's FITS inspected).
     chained = run(fleet, "fits.inspect", {"file": {"key": output_key(fleet, mosaic["id"], "mosaic.fits")}})
     assert chained["status"] == "SUCCEEDED", chained
+
+    # Each type's result view in the console, from these real results.
+    console = console_session(fleet)
+    views = {inspect["id"]: ['id="hdus"', 'class="footprint"'], page["id"]: ['id="rows"', 'id="next-page"'],
+             spectrum["id"]: ['id="spectrum"', 'class="band"'], stats["id"]: ['id="stats"', "median"],
+             detect["id"]: ['id="overlay"', 'id="ecsv"'], composite["id"]: ['id="picture"'],
+             mosaic["id"]: ['id="picture"', 'id="sky"', "tile 2"]}
+    for job_id, markers in views.items():
+        html = console.get(f"{fleet.url}/jobs/{job_id}", timeout=10).text
+        assert all(m in html for m in markers), (job_id, [m for m in markers if m not in html])
+    assert console.get(f"{fleet.url}/jobs/{detect['id']}", timeout=10).text.count('<tr data-x=') == len(STARS)
+
+
+def console_session(fleet: Fleet) -> requests.Session:
+    """A requests session signed in to the console as the fleet's admin."""
+    session = requests.Session()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', session.get(f"{fleet.url}/login", timeout=10).text)
+    assert nonce is not None
+    answer = session.post(f"{fleet.url}/login", data={"email": "admin@example.org", "password": PASSWORD,
+                                                     "nonce": nonce.group(1)}, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    return session
 
 
 def test_bad_inputs_fail_at_once_without_retries(fleet: Fleet, images: dict[str, Path]):

@@ -72,7 +72,8 @@ async function apiButton(button) {
       button.disabled = false;
       return;
     }
-    if (button.dataset.then) window.location.assign(button.dataset.then);
+    if (button.dataset.then === "job") window.location.assign(`/jobs/${answer.data.id}`);
+    else if (button.dataset.then) window.location.assign(button.dataset.then);
     else window.location.reload();
   } catch (error) {
     toast(error.message, true);
