@@ -58,4 +58,30 @@ def register_protocol_schemas(spec: Any) -> None:
 
     _, components = msgspec.json.schema_components(MESSAGES, ref_template=PROTOCOL_REF)
     for name, schema in components.items():
-        spec.components.schema(PROTOCOL_PREFIX + name, component=schema)
+        spec.components.schema(PROTOCOL_PREFIX + name, component=openapi30(schema))
+
+
+def openapi30(schema: Any) -> Any:
+    """A JSON Schema (2020-12, as msgspec writes it) in OpenAPI 3.0's dialect: a null alternative
+    becomes ``nullable: true``, ``const`` a one-value ``enum``, and an empty ``required`` goes. (The document stays 3.0 so that
+    the bundled Swagger UI renders it.)"""
+    if isinstance(schema, list):
+        return [openapi30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: openapi30(value) for key, value in schema.items()
+           if not (key == "required" and value == [])}  # 3.0: a required list is never empty
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if isinstance(out.get("type"), list) and "null" in out["type"]:
+        kinds = [k for k in out["type"] if k != "null"]
+        out["type"], out["nullable"] = (kinds[0] if len(kinds) == 1 else kinds), True
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            out = {**out, **rest[0], "nullable": True}
+        else:
+            out = {**out, ("allOf" if len(rest) == 1 else "anyOf"): rest, "nullable": True}
+    return out

@@ -23,13 +23,14 @@ from api.envelope import envelope, ok
 from api.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from api.files import service
 from api.files.links import LINK_PATH
-from api.files.schemas import DownloadSchema, FileListArgs, FileSchema, FileUploadFormSchema, FileUploadSchema
+from api.files.schemas import DownloadSchema, FileListArgs, FileSchema, FileUploadSchema
 from api.files.thumbnails import queue_thumbnail
+from api.multipart import MULTIPART, MultipartBlueprint
 from api.pagination import pagination
 from storage import ObjectNotFound, ObjectTooLarge, StorageError
 from storage.signing import verify
 
-blp = Blueprint("files", __name__, url_prefix="/api/files", description="Your data library of FITS files.")
+blp = MultipartBlueprint("files", __name__, url_prefix="/api/files", description="Your data library of FITS files.")
 links_blp = Blueprint("storage-links", __name__, url_prefix=LINK_PATH.rstrip("/"),
                       description="Signed download links (local storage backend).")
 
@@ -80,24 +81,23 @@ class Files(MethodView):
 
     @upload_limit
     @require_roles(*OWNERS)
-    @blp.arguments(FileUploadFormSchema, location="form")
-    @blp.arguments(FileUploadSchema, location="files")
+    @blp.arguments(FileUploadSchema, location=MULTIPART)
     @blp.response(201, envelope(FileSchema))
     @blp.alt_response(413, description="The file is larger than max_upload_bytes (GET /api/jobs/limits).")
     @blp.alt_response(422, description="No `file` part, or it is not a FITS file.")
     @blp.doc(security=BEARER)
-    def post(self, form: dict[str, Any], files: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Upload a FITS file (multipart/form-data, part ``file``). It is streamed to storage;
         jobs then name it as ``{"file_id": …}``. A ``fits.thumbnail`` job is queued for it (the
         console's quick-look picture; ``SKYFLEET_FILE_THUMBNAILS=false`` turns that off)."""
         c, who = ctx(), caller()
-        upload: FileStorage = files["file"]
+        upload: FileStorage = body["file"]
         head = upload.stream.read(2880)
         if not service.looks_like_fits(head):
             raise ValidationFailed("file: not a FITS file (it must start with a SIMPLE = T header card)",
                                    details={"location": "files", "fields": {"file": ["not a FITS file"]}})
         upload.stream.seek(0)
-        name = _clean_name(form.get("name") or upload.filename)
+        name = _clean_name(body.get("name") or upload.filename)
         key = service.upload_key(who.user_id, uuid.uuid4().hex, name)
         try:
             stored = c.storage.put(key, upload.stream, "application/fits", max_bytes=c.settings.max_upload_bytes)

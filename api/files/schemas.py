@@ -14,10 +14,8 @@ class FileUploadSchema(ApiSchema):
     """multipart/form-data: the FITS file, and optionally a name for it."""
 
     file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
-
-
-class FileUploadFormSchema(ApiSchema):
-    name = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    name = fields.String(load_default=None, validate=validate.Length(min=1, max=255),
+                         metadata={"description": "Its name in your library (default: the file's own name)."})
 
 
 class FileSchema(ApiSchema):

@@ -52,7 +52,8 @@ def test_worker_settings():
     settings = load_worker_settings(env | {"SKYFLEET_WORKER_CONCURRENCY": "8"})
     assert settings.api_url == "http://api" and settings.concurrency == 8 and settings.claim_batch == 8
     assert set(settings.job_types) == {"noop", "sleep", "fits.inspect", "table.page", "spectrum.extract",
-                                       "region.stats", "sources.detect", "image.composite", "image.mosaic"}
+                                       "region.stats", "sources.detect", "image.composite", "image.mosaic",
+                                       "fits.thumbnail"}
     assert settings.storage_backend == "local" and settings.memory_budget_mb == 2048 and settings.pool is None
     on_ecs = load_worker_settings(env | {
         "SKYFLEET_WORKER_POOL": "large", "SKYFLEET_WORKER_REVISION": "skyfleet-worker:7",
