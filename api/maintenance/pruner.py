@@ -1,5 +1,6 @@
 """The retention pruner: deletes finished jobs older than the retention period, in batches, and
-what else only needs keeping for a while (rate-limit windows, scaling decisions, idempotency keys)."""
+what else only needs keeping for a while (rate-limit windows, scaling decisions, idempotency keys,
+console sessions)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from api.auth.sessions import prune_sessions
 from api.fleet.service import DECISION_RETENTION_S, DECISIONS_KEPT_PER_POOL, prune_decisions
 from api.jobs.idempotency import IDEMPOTENCY_KEY_TTL_S, prune_keys
 from api.queue.jobs import prune_finished
@@ -52,7 +54,8 @@ class Pruner:
 
     def run_once(self) -> int:
         """Delete up to ``max_batches`` batches of expired jobs, then ended rate-limit windows, old
-        scaling decisions and expired idempotency keys; return how many jobs went."""
+        scaling decisions, expired idempotency keys and ended console sessions; return how many
+        jobs went."""
         age_s = self.config.retention_days * 86400.0
         total = 0
         for _ in range(self.config.max_batches):
@@ -76,6 +79,10 @@ class Pruner:
                           self.config.max_batches)
         if keys:
             log.info("pruned idempotency keys", extra={"count": keys})
+        with self.engine.begin() as conn:
+            sessions = prune_sessions(conn)
+        if sessions:
+            log.info("pruned ended console sessions", extra={"count": sessions})
         return total
 
     def _delete_outputs(self, job_ids: list[int]) -> None:
