@@ -8,6 +8,7 @@ not here: the pages call the public API from the browser (``static/console.js``)
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import posixpath
 import secrets
@@ -42,6 +43,8 @@ from jobtypes import ACTIVE_STATUSES, JobStatus, job_type_names
 bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                static_url_path="/console/static")
 
+#: Longer credentials were never accepted (emails are at most 320 characters, passwords 256).
+MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS = 320, 256
 #: The pre-sign-in cookie whose value the sign-in form must repeat (login CSRF).
 LOGIN_COOKIE = "skyfleet_login"
 PAGE_SIZE = 25
@@ -80,8 +83,9 @@ def _not_found(who: Caller, what: str) -> tuple[str, int]:
 
 def _safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site only (never another origin)."""
-    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
-        return url_for("console.overview")
+    if (not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc
+            or "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target)):
+        return url_for("console.overview")  # (a backslash: browsers read "/\\host" as "//host")
     return target
 
 
@@ -110,10 +114,12 @@ def login_submit() -> Response | tuple[str, int]:
         set_cookie(response, LOGIN_COOKIE, fresh, https(), max_age=3600)
         return response
 
-    if not nonce or not secrets.compare_digest(nonce, form.get("nonce", "")):
+    if not nonce or not hmac.compare_digest(nonce.encode(), form.get("nonce", "").encode()):
         return again("The sign-in form expired; please sign in again.", 400)
     if not email or not password:
         return again("Enter your email and password.", 422)
+    if len(email) > MAX_EMAIL_CHARS or len(password) > MAX_PASSWORD_CHARS or "\x00" in email + password:
+        return again("Wrong email or password.", 401)  # never accepted (PostgreSQL holds no NUL either)
     c = ctx()
     try:
         limit_login_attempt(email)
@@ -192,9 +198,15 @@ def _job_filters() -> dict[str, Any]:
         page = max(1, int(args.get("page", "1")))
     except ValueError:
         page = 1
-    q = (args.get("q") or "").strip()[:200] or None
+    q = _text(args.get("q"))
     since = args.get("since") if args.get("since") in RANGES else None
     return {"status": status, "type": job_type, "sort": sort, "page": page, "q": q, "since": since}
+
+
+def _text(raw: str | None, limit: int = 200) -> str | None:
+    """A text filter as the database can take it (no NUL, which PostgreSQL text cannot hold), or None."""
+    cleaned = (raw or "").replace("\x00", "").strip()[:limit]
+    return cleaned or None
 
 
 def _created_after(since: str | None) -> dt.datetime | None:
@@ -305,7 +317,7 @@ def _form_fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
 def files() -> str:
     who = page_caller()
     with ctx().read() as conn:
-        rows, total = list_files(conn, who, 1, 200, "-created_at", request.args.get("q") or None)
+        rows, total = list_files(conn, who, 1, 200, "-created_at", _text(request.args.get("q")))
         thumbs = thumbnails(conn, [r["id"] for r in rows])
     for row in rows:
         thumb = thumbs.get(row["id"])

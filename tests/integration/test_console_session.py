@@ -127,7 +127,8 @@ def test_service_accounts_cannot_sign_in_to_the_console(app):
     assert answer.status_code == 401
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"])
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)",
+                                    "/\\evil.example", "/\tevil", "/\r\nSet-Cookie:x"])
 def test_sign_in_never_redirects_off_site(app, alice, target):
     client = app.test_client()
     nonce = re.search(r'name="nonce" value="([^"]+)"', client.get("/login").text).group(1)
@@ -200,3 +201,30 @@ def test_ended_sessions_are_pruned(app, alice, engine):
     Pruner(engine, PrunerConfig()).run_once()
     with engine.begin() as conn:
         assert conn.execute(text("SELECT count(*) FROM console_sessions")).scalar_one() == 1
+
+
+
+@pytest.mark.parametrize("fields", [
+    {"nonce": "é" * 10},  # not ASCII: compared as bytes, not a 500
+    {"email": "a" * 100_000},
+    {"password": "p" * 100_000},
+    {"email": "\x00"},
+])
+def test_hostile_sign_in_forms_are_refused_cleanly(app, alice, fields):
+    client = app.test_client()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', client.get("/login").text).group(1)
+    answer = client.post("/login", data={"email": "alice@example.org", "password": PASSWORD, "nonce": nonce} | fields)
+    assert answer.status_code in (400, 401, 422) and SESSION_COOKIE not in answer.headers.get("Set-Cookie", "")
+
+
+@pytest.mark.parametrize("path", ["/jobs?q=%00", "/jobs?q=a%00b&status=%00", "/files?q=%00", "/jobs/1%00",
+                                  "/submit/%00", "/jobs?since=%00&sort=%00"])
+def test_hostile_query_strings_never_500(app, alice, path):
+    client, _ = sign_in(app, "alice@example.org")
+    assert client.get(path).status_code in (200, 404)
+
+
+@pytest.mark.parametrize("path", ["/api/jobs?q=%00", "/api/files?q=%00"])
+def test_hostile_api_filters_are_422(alice, path):
+    answer = alice.get(path)
+    assert answer.status_code == 422, answer.json
