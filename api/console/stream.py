@@ -19,10 +19,11 @@ from flask import Response, request
 
 from api.console.security import page_caller
 from api.context import ctx
-from api.errors import ServiceUnavailable
+from api.errors import NotFound, ServiceUnavailable
 from api.events.routes import stream_slots
 from api.queue.jobs import get_visible_job
 from api.queue.notify import Subscription
+from api.validation import INT64_MAX
 from jobtypes import ACTIVE_STATUSES
 
 ACTIVE = {s.value for s in ACTIVE_STATUSES}
@@ -87,6 +88,8 @@ def console_events() -> Response:
     c = ctx()
     settings = c.settings
     job_id = request.args.get("job", type=int)
+    if job_id is not None and not 0 < job_id <= INT64_MAX:
+        raise NotFound(f"job {job_id} not found")
     subscription = None
     finished: Callable[[], bool] = lambda: False
     if job_id is not None:

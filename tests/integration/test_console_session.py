@@ -171,6 +171,8 @@ def test_the_tab_stream_says_when_the_shown_job_changes_then_ends(app, alice, mo
     assert client.get(f"/console/events?job={job['id']}").status_code == 204
     other, _ = sign_in(app, "alice@example.org")
     assert other.get("/console/events?job=999999").status_code == 404
+    assert other.get("/console/events?job=99999999999999999999999").status_code == 404
+    assert other.get("/console/events?job=-1").status_code == 404
     assert app.test_client().get("/console/events").status_code == 302  # signed out: to sign-in
 
 
