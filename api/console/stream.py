@@ -1,8 +1,9 @@
 """``GET /console/events``: one Server-Sent Events stream per console tab.
 
 The page's live parts refresh when the stream says so (htmx's SSE extension turns each event
-into a trigger): ``tick`` every :data:`TICK_S` (the overview, the fleet), and ``job`` as soon
-as the job the page shows changes (the ``jobs_changed`` trigger's NOTIFY, through the
+into a trigger): ``tick`` every :data:`TICK_S` (the overview, the fleet), and ``job`` when the
+stream opens (the job may have changed since the page was drawn) and as soon as the job the
+page shows changes (the ``jobs_changed`` trigger's NOTIFY, through the
 process's :class:`~api.queue.notify.JobEventHub`, as the job event streams of the API). The
 stream holds a greenlet and no database connection, counts against the same per-process and
 per-account caps as ``/api/jobs/{id}/events``, and ends after ``event_stream_max_s`` (the
@@ -65,6 +66,12 @@ class ConsoleStream:
         try:
             ids = itertools.count(1)
             yield b"retry: 3000\n\n"
+            if subscription is not None:
+                # The job may have changed between the page's rendering and this connection (or
+                # during a reconnect): the page refreshes once now.
+                yield _message("job", next(ids))
+                if finished():
+                    return
             deadline = time.monotonic() + max_s
             next_tick = time.monotonic() + TICK_S
             while (now := time.monotonic()) < deadline and not stopping():
@@ -106,7 +113,8 @@ def console_events() -> Response:
         except BaseException:
             c.listener.events.unsubscribe(subscription)
             raise
-        if done:  # nothing will change: 204 tells the browser not to reconnect
+        if done and request.headers.get("Last-Event-ID"):
+            # A reconnect after the job's end was sent: 204 tells the browser to stop.
             c.listener.events.unsubscribe(subscription)
             return Response(status=204)
     slots = stream_slots()

@@ -161,14 +161,18 @@ def test_the_tab_stream_says_when_the_shown_job_changes_then_ends(app, alice, mo
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
     chunks = iter(response.response)
     assert next(chunks) == b"retry: 3000\n\n"
-    # (A job event may come first: the listener wakes every stream when it (re)connects.)
+    assert b"event: job" in next(chunks)  # at once: the job may have changed since the page was drawn
+    # (Another job event may come: the listener wakes every stream when it (re)connects.)
     assert any(b"event: tick" in next(chunks) for _ in range(3))  # the overview's clock
     assert client.post(f"/api/jobs/{job['id']}/cancel", headers={"X-CSRF-Token": csrf}).status_code == 200
     rest = list(itertools.islice(chunks, 10))  # the job event, then the stream ends (the job is over)
     assert any(b"event: job" in e for e in rest) and len(rest) < 10, rest
     response.close()
-    # The job is over: the browser's reconnect hears 204 and stops.
-    assert client.get(f"/console/events?job={job['id']}").status_code == 204
+    # The job is over: a page drawn before its end hears one job event (and the stream ends);
+    # the browser's reconnect (it sends Last-Event-ID) hears 204 and stops.
+    late = client.get(f"/console/events?job={job['id']}")
+    assert late.status_code == 200 and b"event: job" in late.data
+    assert client.get(f"/console/events?job={job['id']}", headers={"Last-Event-ID": "1"}).status_code == 204
     other, _ = sign_in(app, "alice@example.org")
     assert other.get("/console/events?job=999999").status_code == 404
     assert other.get("/console/events?job=99999999999999999999999").status_code == 404
