@@ -113,6 +113,12 @@ Scenarios (``--only a,b``; all by default, in this order):
     targets (1,000 workers: health p99 ≤ 100 ms, heartbeat p99 ≤ 250 ms, API CPU ≤ 25 %; no lease
     lost, every job once) are printed; a miss is reported, not fatal. See ``bench/scale.py``.
 
+``console``
+    The web console's pages fetched by a client signed in as the admin (session cookie), with
+    ``--console-jobs`` jobs in the database, ``--console-repeats`` times each after two warm-ups:
+    p50 and p95 per page (target p95 ≤ 300 ms), and the gzipped size of its scripts and styles.
+    See ``bench/console.py``.
+
 ``--quick`` is a smoke run (small sizes; a few minutes in all, most of it start-up, lease
 expiry and workers finishing their 5 s long polls on SIGTERM). Any size option overrides
 the full or quick default. The exit code is 0 when every scenario was measured, whether or
