@@ -7,9 +7,10 @@ INFRA_STAMP := $(VENV)/.installed-infra
 
 .PHONY: install run test bench chaos lint clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ./client
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -61,8 +62,8 @@ chaos: install
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check api worker manager jobtypes storage infra tests bench
-	$(VENV)/bin/mypy api worker manager jobtypes storage infra bench
+	$(VENV)/bin/ruff check api worker manager jobtypes storage infra tests bench client
+	$(VENV)/bin/mypy api worker manager jobtypes storage infra bench client/skyfleet_client
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info console/node_modules $(CONSOLE_VENDOR)
