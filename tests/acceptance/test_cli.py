@@ -107,3 +107,19 @@ def test_submit_many_from_a_jsonl_file(fleet: Fleet, home: Path, tmp_path: Path)
     pending = requests.get(f"{fleet.url}/api/jobs", params={"type": "noop", "limit": 1},
                            headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
     assert pending["meta"]["pagination"]["total"] == 5000
+
+
+def test_input_file_watch_and_admin_reads(fleet: Fleet, home: Path, tmp_path: Path):
+    fleet.start_worker()
+    body = tmp_path / "input.json"
+    body.write_text(json.dumps({"seconds": 0.3, "tag": "from a file"}))
+    watched = skyfleet(fleet, home, "submit", "sleep", "--input", str(body), "--watch", "-o", "json")
+    assert watched.returncode == 0, watched.stderr
+    job = json.loads(watched.stdout)
+    assert job["status"] == "SUCCEEDED" and job["input_payload"]["tag"] == "from a file"
+    queues = skyfleet(fleet, home, "admin", "queues")
+    assert queues.returncode == 0 and {t["type"] for t in json.loads(queues.stdout)["types"]} >= {"sleep"}
+    nothing = skyfleet(fleet, home, "admin", "scale", "local")
+    assert nothing.returncode == 2 and "--count" in nothing.stderr
+    no_pool = skyfleet(fleet, home, "admin", "scale", "nowhere", "--count", "1")
+    assert no_pool.returncode == 3, no_pool.stderr
