@@ -112,3 +112,25 @@ def test_the_package_installs_alone_with_light_dependencies(tmp_path: Path):
                                "import skyfleet_client, sys; print(sorted(m for m in sys.modules if '.' not in m))"],
                               check=True, capture_output=True, text=True).stdout
     assert "skyfleet_client" in imported and "flask" not in imported
+
+
+class TestRateLimited:
+    """A 429 is sent again after its Retry-After, not raised (the API's windows are epoch minutes)."""
+
+    @pytest.fixture
+    def api_env(self) -> dict[str, str]:
+        return {"SKYFLEET_RATE_LIMIT_PER_MINUTE": "3"}
+
+    def test_a_429_is_retried_after_retry_after(self, fleet: Fleet):
+        waits: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            time.sleep(seconds)
+
+        with admin(fleet, sleep=sleep) as sky:
+            kinds = []
+            while not waits and len(kinds) < 10:  # a window holds three: a fourth call waits
+                kinds.append(sky.job_type("noop")["name"])
+        assert set(kinds) == {"noop"}  # every call answered, the one over the limit after its wait
+        assert len(waits) == 1 and 0 < waits[0] <= 61, waits  # as long as Retry-After said
