@@ -74,14 +74,27 @@ class Job:
                         if event in FINAL_EVENTS:
                             return
             except Unavailable:
+                # No stream to spare: poll with If-None-Match (an unchanged job is a 304) until
+                # the job changes, then try the stream again.
                 previous = self.status
-                self.refresh()
-                if self.status != previous:
+                if self._poll_until_changed(previous):
                     yield "status", self.data
                 if self.finished:
-                    yield self.status.lower().replace("succeeded", "completed"), self.data
+                    yield ("completed" if self.status == "SUCCEEDED" else self.status.lower()), self.data
                     return
-                time.sleep(2.0)
+
+    def _poll_until_changed(self, status: str, poll_s: float = 2.0, rounds: int = 15) -> bool:
+        """Poll the job with its ETag until its status changes (True) or ``rounds`` polls pass."""
+        etag = None
+        for _ in range(rounds):
+            response = self._jobs.session.request("GET", f"/api/jobs/{self.id}",
+                                                  headers={"If-None-Match": etag} if etag else None)
+            if response.status_code == 200:
+                self.data, etag = response.json()["data"], response.headers.get("ETag")
+                if self.status != status:
+                    return True
+            time.sleep(poll_s)
+        return False
 
     def cancel(self) -> Job:
         self.data = self._jobs.session.call("POST", f"/api/jobs/{self.id}/cancel")

@@ -134,3 +134,27 @@ class TestRateLimited:
                 kinds.append(sky.job_type("noop")["name"])
         assert set(kinds) == {"noop"}  # every call answered, the one over the limit after its wait
         assert len(waits) == 1 and 0 < waits[0] <= 61, waits  # as long as Retry-After said
+
+
+class TestEventsWithoutAStream:
+    """When the API has no event stream to spare (503), ``job.events()`` polls instead."""
+
+    @pytest.fixture
+    def api_env(self) -> dict[str, str]:
+        return {"SKYFLEET_MAX_EVENT_STREAMS": "1", "SKYFLEET_WEB_WORKERS": "1"}
+
+    def test_events_fall_back_to_polling(self, fleet: Fleet):
+        import httpx
+
+        fleet.start_worker(SKYFLEET_WORKER_CONCURRENCY="2")
+        with admin(fleet) as sky:
+            long_job = sky.jobs.submit("sleep", {"seconds": 8, "tag": "holds the only stream"})
+            short = sky.jobs.submit("sleep", {"seconds": 1, "tag": "followed by polling"})
+            token = sky.session.access_token()
+            with httpx.stream("GET", f"{fleet.url}/api/jobs/{long_job.id}/events", timeout=60,
+                              headers={"Authorization": f"Bearer {token}"}) as held:
+                assert held.status_code == 200
+                next(held.iter_lines())  # the stream is open and counted
+                events = [name for name, _ in short.events()]
+            assert events[-1] == "completed" and short.status == "SUCCEEDED", events
+            long_job.cancel()
