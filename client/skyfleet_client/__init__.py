@@ -84,14 +84,8 @@ class Client:
         return data
 
     def workers(self, state: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        page = 1
-        while True:
-            params: dict[str, Any] = {"page": page, "limit": page_size} | ({"state": state} if state else {})
-            rows, meta = self.session.page("GET", "/api/admin/workers", params=params)
-            yield from rows
-            if not (meta.get("pagination") or {}).get("has_next"):
-                return
-            page += 1
+        """The registered workers, newest first (``state``: live, lost or stopped)."""
+        yield from self.session.pages("/api/admin/workers", {"state": state} if state else {}, page_size)
 
     def status(self) -> dict[str, Any]:
         """The fleet: pools, their workers, queue depths and decisions; the manager's lease."""

@@ -55,14 +55,7 @@ class Files:
 
     def list(self, q: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Your files (admins: everyone's), newest first, every page in turn."""
-        page = 1
-        while True:
-            params: dict[str, Any] = {"page": page, "limit": page_size} | ({"q": q} if q else {})
-            rows, meta = self.session.page("GET", "/api/files", params=params)
-            yield from rows
-            if not (meta.get("pagination") or {}).get("has_next"):
-                return
-            page += 1
+        yield from self.session.pages("/api/files", {"q": q} if q else {}, page_size)
 
     def get(self, file_id: int) -> dict[str, Any]:
         data: dict[str, Any] = self.session.call("GET", f"/api/files/{file_id}")

@@ -109,6 +109,16 @@ class Session:
         body = self.request(method, path, **kwargs).json()
         return body["data"], body.get("meta") or {}
 
+    def pages(self, path: str, params: dict[str, Any], page_size: int = 100) -> Iterator[Any]:
+        """Every row of a paginated list, page after page (``meta.pagination.has_next``)."""
+        page = 1
+        while True:
+            rows, meta = self.page("GET", path, params=params | {"page": page, "limit": page_size})
+            yield from rows
+            if not (meta.get("pagination") or {}).get("has_next"):
+                return
+            page += 1
+
     @contextmanager
     def stream(self, method: str, path: str, *, authenticated: bool = True,
                **kwargs: Any) -> Iterator[httpx.Response]:

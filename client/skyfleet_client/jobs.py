@@ -224,18 +224,12 @@ class Jobs:
              created_after: dt.datetime | str | None = None, created_before: dt.datetime | str | None = None,
              sort: str = "-created_at", page_size: int = 100) -> Iterator[Job]:
         """Your jobs (admins: everyone's) matching the filters, every page in turn."""
-        params: dict[str, Any] = {"sort": sort, "limit": page_size}
+        params: dict[str, Any] = {"sort": sort}
         for key, value in (("status", status), ("type", type), ("q", q), ("created_after", created_after),
                            ("created_before", created_before)):
             if value is not None:
                 params[key] = value.isoformat() if isinstance(value, dt.datetime) else value
-        page = 1
-        while True:
-            rows, meta = self.session.page("GET", "/api/jobs", params=params | {"page": page})
-            yield from (Job(self, row) for row in rows)
-            if not (meta.get("pagination") or {}).get("has_next"):
-                return
-            page += 1
+        yield from (Job(self, row) for row in self.session.pages("/api/jobs", params, page_size))
 
     def cancel(self, job_id: int) -> Job:
         return Job(self, self.session.call("POST", f"/api/jobs/{job_id}/cancel"))

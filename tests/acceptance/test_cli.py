@@ -119,6 +119,8 @@ def test_input_file_watch_and_admin_reads(fleet: Fleet, home: Path, tmp_path: Pa
     assert job["status"] == "SUCCEEDED" and job["input_payload"]["tag"] == "from a file"
     queues = skyfleet(fleet, home, "admin", "queues")
     assert queues.returncode == 0 and {t["type"] for t in json.loads(queues.stdout)["types"]} >= {"sleep"}
+    workers = skyfleet(fleet, home, "admin", "workers")
+    assert workers.returncode == 0 and len(json.loads(workers.stdout)) == 1  # every page of them
     nothing = skyfleet(fleet, home, "admin", "scale", "local")
     assert nothing.returncode == 2 and "--count" in nothing.stderr
     no_pool = skyfleet(fleet, home, "admin", "scale", "nowhere", "--count", "1")
