@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from flask_smorest import Api
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -24,7 +25,7 @@ from api.maintenance.callbacks import CallbackDispatcher, callback_config
 from api.maintenance.pruner import Pruner, PrunerConfig
 from api.maintenance.rescuer import Rescuer, RescuerConfig
 from api.maintenance.runner import MaintenanceRunner, Service
-from api.openapi import ErrorResponses, register_protocol_schemas
+from api.openapi import ErrorResponses, markdown_descriptions, register_protocol_schemas
 from api.queue.notify import Listener
 from api.queue.wakeup import WakeHub
 from api.ratelimit.hooks import init_rate_limits
@@ -83,6 +84,11 @@ class SkyfleetApi(Api):
 
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         return render_http_exception(error)
+
+    def _openapi_json(self) -> Response:
+        """The document, its descriptions in Markdown (see :func:`api.openapi.markdown_descriptions`)."""
+        return current_app.response_class(json.dumps(markdown_descriptions(self.spec.to_dict()), indent=2),
+                                          mimetype="application/json")
 
 
 def _register_errors(app: Flask) -> None:

@@ -85,3 +85,14 @@ def openapi30(schema: Any) -> Any:
         else:
             out = {**out, ("allOf" if len(rest) == 1 else "anyOf"): rest, "nullable": True}
     return out
+
+
+def markdown_descriptions(node: Any) -> Any:
+    """The document with its descriptions in Markdown: the docstrings they come from write code as
+    reStructuredText's ``double backticks``, which Swagger UI would show literally."""
+    if isinstance(node, list):
+        return [markdown_descriptions(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {key: (value.replace("``", "`") if key in ("description", "summary") and isinstance(value, str)
+                  else markdown_descriptions(value)) for key, value in node.items()}

@@ -1,4 +1,4 @@
-"""Job states (DESIGN section 2)."""
+"""Job states, and which of them are active (pending or running) or finished."""
 
 from enum import StrEnum
 

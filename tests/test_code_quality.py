@@ -1,4 +1,4 @@
-"""ruff and mypy stay clean (STYLE.md), checked by `make test` so CI holds the line."""
+"""ruff and mypy stay clean, checked by `make test` so CI holds the line."""
 
 from __future__ import annotations
 

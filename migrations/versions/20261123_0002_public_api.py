@@ -1,6 +1,6 @@
 """public API: files, callback outbox, rate-limit counters, per-user dedup and limits, job-change trigger
 
-The trigger ``jobs_changes`` is statement-level with transition tables, so a claim or a
+The trigger ``jobs_changed`` is statement-level with transition tables, so a claim or a
 report of a hundred jobs costs one trigger call, one outbox INSERT and one NOTIFY:
 
 - every job that reached a finished status gets one ``callback_deliveries`` row per

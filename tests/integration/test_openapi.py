@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def test_openapi_document_lists_the_endpoints(app):
     response = app.test_client().get("/api/openapi.json")
@@ -31,6 +33,7 @@ def test_the_document_validates_and_describes_every_body(app):
                 assert "requestBody" in operation, f"{method.upper()} {path} describes no body"
             for parameter in operation.get("parameters", []) if method != "parameters" else []:
                 assert parameter.get("in", "path") in ("path", "query", "header", "cookie"), (path, parameter)
+    assert "``" not in json.dumps(spec)  # descriptions in Markdown, not reStructuredText
     upload = spec["paths"]["/api/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     upload = spec["components"]["schemas"][upload["$ref"].rsplit("/", 1)[1]]
     assert set(upload["properties"]) == {"file", "name"}
