@@ -22,6 +22,7 @@ from api.console.security import page_caller
 from api.context import ctx
 from api.errors import NotFound, ServiceUnavailable
 from api.events.routes import stream_slots
+from api.events.service import ReleasingStream
 from api.queue.jobs import get_visible_job
 from api.queue.notify import Subscription
 from api.validation import INT64_MAX
@@ -36,30 +37,13 @@ def _message(event: str, event_id: int) -> bytes:
     return f"id: {event_id}\nevent: {event}\ndata: {event}\n\n".encode()
 
 
-class ConsoleStream:
+class ConsoleStream(ReleasingStream):
     """The body of one tab's stream; ``on_close`` runs once, when it ends or the tab goes away."""
 
     def __init__(self, subscription: Subscription | None, max_s: float, on_close: Callable[[], None],
                  stopping: Callable[[], bool], finished: Callable[[], bool] = lambda: False) -> None:
-        self._on_close: Callable[[], None] | None = on_close
+        super().__init__(on_close)
         self._messages = self._run(subscription, max_s, stopping, finished)
-
-    def __iter__(self) -> ConsoleStream:
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self._messages)
-
-    def close(self) -> None:
-        try:
-            self._messages.close()
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
 
     def _run(self, subscription: Subscription | None, max_s: float, stopping: Callable[[], bool],
              finished: Callable[[], bool]) -> Generator[bytes, None, None]:

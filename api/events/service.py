@@ -162,32 +162,22 @@ class StreamSlots:
             return self._by_user[user_id]
 
 
-class EventStream:
-    """The body of one stream: an iterator of SSE messages.
+class ReleasingStream:
+    """A response body of SSE messages whose ``on_close`` (give back the slot, unsubscribe) runs
+    exactly once: when its messages end, or when the server closes the response (the client
+    went away: the next write, at most a keepalive interval later, fails). A subclass sets
+    ``_messages`` (a generator whose ``finally`` calls :meth:`_release`)."""
 
-    ``on_close`` (give back the slot, unsubscribe) runs exactly once: when the stream ends
-    (final event, time limit, job gone) or when the server closes the response (the client
-    went away: the next write, at most a keepalive interval later, fails).
-    """
+    _messages: Generator[bytes, None, None]
 
-    def __init__(self, job: Job, read: Callable[[], Job | None], subscription: Subscription,
-                 config: StreamConfig, on_close: Callable[[], None],
-                 clock: Callable[[], float] = time.monotonic, stopping: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, on_close: Callable[[], None]) -> None:
         self._on_close: Callable[[], None] | None = on_close
         self._lock = threading.Lock()
-        self._stopping = stopping
-        self._messages = self._run(job, read, subscription, config, clock)
-        # Run up to the snapshot now: a generator that never started ignores close() and
-        # would skip its `finally`; from here on, closing or collecting it releases.
-        self._pending: bytes | None = next(self._messages)
 
-    def __iter__(self) -> EventStream:
+    def __iter__(self) -> ReleasingStream:
         return self
 
     def __next__(self) -> bytes:
-        if self._pending is not None:
-            message, self._pending = self._pending, None
-            return message
         return next(self._messages)
 
     def close(self) -> None:
@@ -202,6 +192,26 @@ class EventStream:
             on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
+
+
+class EventStream(ReleasingStream):
+    """The body of one job's stream: a snapshot, then its changes, then its final event."""
+
+    def __init__(self, job: Job, read: Callable[[], Job | None], subscription: Subscription,
+                 config: StreamConfig, on_close: Callable[[], None],
+                 clock: Callable[[], float] = time.monotonic, stopping: Callable[[], bool] = lambda: False) -> None:
+        super().__init__(on_close)
+        self._stopping = stopping
+        self._messages = self._run(job, read, subscription, config, clock)
+        # Run up to the snapshot now: a generator that never started ignores close() and
+        # would skip its `finally`; from here on, closing or collecting it releases.
+        self._pending: bytes | None = next(self._messages)
+
+    def __next__(self) -> bytes:
+        if self._pending is not None:
+            message, self._pending = self._pending, None
+            return message
+        return next(self._messages)
 
     def _run(self, job: Job, read: Callable[[], Job | None], subscription: Subscription,
              config: StreamConfig, clock: Callable[[], float]) -> Generator[bytes, None, None]:
