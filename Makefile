@@ -62,8 +62,8 @@ chaos: install
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check api worker manager jobtypes storage infra tests bench client
-	$(VENV)/bin/mypy api worker manager jobtypes storage infra bench client/skyfleet_client
+	$(VENV)/bin/ruff check api worker manager jobtypes storage settings infra tests bench client
+	$(VENV)/bin/mypy api worker manager jobtypes storage settings infra bench client/skyfleet_client
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info console/node_modules $(CONSOLE_VENDOR)

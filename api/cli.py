@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from api.config import ConfigError
+from settings import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +28,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(launch_config_from_env())
         if args.command == "migrate":
+            from api.launcher import launch_config_from_env
             from api.migrate import upgrade
 
-            url = os.environ.get("DATABASE_URL")
+            url = launch_config_from_env().database_url
             if not url:
                 raise ConfigError("DATABASE_URL is not set")
             upgrade(url)

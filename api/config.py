@@ -1,16 +1,18 @@
 """API settings, built once from ``SKYFLEET_*`` environment variables (and ``DATABASE_URL``).
 
-Nothing else in ``api/`` reads ``os.environ``: components receive a :class:`Settings`.
+Read by the one settings loader (:mod:`settings`): the environment, the settings file, the
+defaults below. Nothing else in ``api/`` reads ``os.environ``: components receive a :class:`Settings`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
+
+from jobtypes.catalogue import MAX_PRIORITY, MIN_PRIORITY
+from settings import ConfigError, StorageSettings, load, setting, variable
 
 ACCESS_TOKEN_TTL_S = 900
 REFRESH_TOKEN_TTL_S = 14 * 24 * 3600
@@ -25,7 +27,6 @@ MAX_CLAIM_WAIT_S = 30.0
 CLAIM_POLL_FALLBACK_S = 2.0
 MAX_SUBMIT_BATCH = 1000
 DB_POOL_SIZE = 10
-LEADER_RETRY_S = 5.0
 MIN_RSA_KEY_BITS = 2048
 PASSWORD_MIN_LENGTH = 12
 MAX_ACTIVE_JOBS_PER_USER = 10_000
@@ -46,45 +47,41 @@ MAX_EVENT_STREAMS_PER_USER = 4
 IDEMPOTENCY_KEY_TTL_S = 86400.0
 
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(StorageSettings):
+    """Everything the API process can be configured with (and the storage it shares with workers)."""
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the API process can be configured with."""
-
-    database_url: str
+    database_url: str = setting(env="DATABASE_URL", secret=True)
     #: PEM of the RSA private key that signs access tokens (RS256); the public key is derived.
-    jwt_private_key: str = field(repr=False)
-    access_token_ttl_s: int = ACCESS_TOKEN_TTL_S
+    jwt_private_key: str = setting(secret=True)
+    access_token_ttl_s: int = setting(ACCESS_TOKEN_TTL_S, positive=True)
     refresh_token_ttl_s: int = REFRESH_TOKEN_TTL_S
     #: How long a claimed job is leased before the rescuer may take it back.
-    lease_s: float = LEASE_S
+    lease_s: float = setting(LEASE_S, positive=True)
     #: The heartbeat interval the API tells workers to use (a few per lease).
-    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
-    rescue_interval_s: float = RESCUE_INTERVAL_S
+    heartbeat_interval_s: float = setting(HEARTBEAT_INTERVAL_S, positive=True)
+    rescue_interval_s: float = setting(RESCUE_INTERVAL_S, positive=True)
     #: After the API (re)starts or loses its database, expired leases get this long for their
     #: workers' heartbeats to come back before they are rescued (0: one lease).
     outage_grace_s: float = 0.0
     prune_interval_s: float = PRUNE_INTERVAL_S
     retention_days: float = RETENTION_DAYS
-    max_body_bytes: int = MAX_BODY_BYTES
-    max_claim_batch: int = MAX_CLAIM_BATCH
+    max_body_bytes: int = setting(MAX_BODY_BYTES, positive=True)
+    max_claim_batch: int = setting(MAX_CLAIM_BATCH, positive=True)
     max_claim_wait_s: float = MAX_CLAIM_WAIT_S
     claim_poll_fallback_s: float = CLAIM_POLL_FALLBACK_S
-    max_submit_batch: int = MAX_SUBMIT_BATCH
-    db_pool_size: int = DB_POOL_SIZE
+    max_submit_batch: int = setting(MAX_SUBMIT_BATCH, positive=True)
+    db_pool_size: int = setting(DB_POOL_SIZE, positive=True)
     #: Start the LISTEN thread and maintenance services in this process.
     background: bool = True
     #: "open": anyone may register a USER account; "closed": only admins create accounts.
-    registration: str = "open"
-    password_min_length: int = PASSWORD_MIN_LENGTH
+    registration: str = setting("open", choices=("open", "closed"))
+    password_min_length: int = setting(PASSWORD_MIN_LENGTH, positive=True)
     #: Per-user limits (a user row may override the first two).
-    max_active_jobs_per_user: int = MAX_ACTIVE_JOBS_PER_USER
+    max_active_jobs_per_user: int = setting(MAX_ACTIVE_JOBS_PER_USER, positive=True)
     #: The most urgent priority a USER may ask for (0 is most urgent; admins may use any).
-    user_min_priority: int = USER_MIN_PRIORITY
-    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    user_min_priority: int = setting(USER_MIN_PRIORITY, minimum=MIN_PRIORITY, maximum=MAX_PRIORITY)
+    max_upload_bytes: int = setting(MAX_UPLOAD_BYTES, positive=True)
     #: Queue a fits.thumbnail job (the console's quick-look picture) for each uploaded file.
     file_thumbnails: bool = True
     #: Requests per minute per caller (per client address when anonymous); 0 disables.
@@ -95,129 +92,56 @@ class Settings:
     trusted_proxy_hops: int = 0
     #: Origins allowed by CORS, comma-separated ("*" for any); empty: CORS off.
     cors_origins: tuple[str, ...] = ()
-    #: Hosts or CIDR blocks that URL inputs and callbacks may reach even though private/loopback.
-    allowed_networks: tuple[str, ...] = ()
-    #: Storage of uploads and outputs: "local" (a directory) or "s3".
-    storage_backend: str = "local"
-    storage_dir: str = ".skyfleet/storage"
-    s3_bucket: str = ""
-    s3_prefix: str = ""
-    download_url_ttl_s: int = DOWNLOAD_URL_TTL_S
+    download_url_ttl_s: int = setting(DOWNLOAD_URL_TTL_S, positive=True)
     callback_interval_s: float = CALLBACK_INTERVAL_S
-    callback_timeout_s: float = CALLBACK_TIMEOUT_S
-    callback_max_attempts: int = CALLBACK_MAX_ATTEMPTS
-    callback_concurrency: int = CALLBACK_CONCURRENCY
+    callback_timeout_s: float = setting(CALLBACK_TIMEOUT_S, positive=True)
+    callback_max_attempts: int = setting(CALLBACK_MAX_ATTEMPTS, positive=True)
+    callback_concurrency: int = setting(CALLBACK_CONCURRENCY, positive=True)
     #: Server-Sent Event streams one API process serves at once (each re-reads its job on changes).
-    max_event_streams: int = MAX_EVENT_STREAMS
+    max_event_streams: int = setting(MAX_EVENT_STREAMS, positive=True)
     event_stream_max_s: float = EVENT_STREAM_MAX_S
     event_keepalive_s: float = EVENT_KEEPALIVE_S
     #: Of those, how many one account may hold (the rest stay free for everyone else).
-    max_event_streams_per_user: int = MAX_EVENT_STREAMS_PER_USER
+    max_event_streams_per_user: int = setting(MAX_EVENT_STREAMS_PER_USER, positive=True)
     #: How long a submission's Idempotency-Key is remembered.
-    idempotency_key_ttl_s: float = IDEMPOTENCY_KEY_TTL_S
+    idempotency_key_ttl_s: float = setting(IDEMPOTENCY_KEY_TTL_S, positive=True)
     #: The API's public base URL (``https://skyfleet.example.org``): absolute URLs it emits (signed
     #: download links) are built from it; empty: from the request (its Host header).
     public_url: str = ""
 
     @property
     def worker_lost_after_s(self) -> float:
-        """A worker not heard from this long is lost (admin views, metrics, the manager's live
-        list; the rescuer then marks it stopped). An idle worker's only request is its claim,
-        which may wait ``max_claim_wait_s``; two leases more cover the request's round trip."""
+        """A worker not heard from this long is lost: the one definition, used by the admin views,
+        the metrics, the manager's live list and the maintenance service that marks workers
+        stopped. An idle worker's only request is its claim, which may wait ``max_claim_wait_s``;
+        two leases more cover the request's round trip."""
         return self.max_claim_wait_s + 2 * self.lease_s
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests use this)."""
         return replace(self, **changes)
 
-
-_ENV_NAMES = {
-    "database_url": "DATABASE_URL",
-}
+    def check(self) -> None:
+        """What involves several settings, or more than a type and a bound."""
+        super().check()
+        if self.heartbeat_interval_s >= self.lease_s:
+            raise ConfigError(
+                f"{env_name('heartbeat_interval_s')} ({self.heartbeat_interval_s}) must be shorter than "
+                f"{env_name('lease_s')} ({self.lease_s}), or every lease lapses between heartbeats"
+            )
+        _check_private_key(self.jwt_private_key)
+        if self.public_url:
+            _check_public_url(self.public_url)
 
 
 def env_name(field_name: str) -> str:
     """The environment variable that sets ``field_name``."""
-    return _ENV_NAMES.get(field_name, "SKYFLEET_" + field_name.upper())
-
-
-def _convert(name: str, raw: str, kind: Any) -> Any:
-    kind_name = kind if isinstance(kind, str) else kind.__name__
-    try:
-        if kind_name == "bool":
-            lowered = raw.strip().lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-        if kind_name == "int":
-            return int(raw)
-        if kind_name == "float":
-            return float(raw)
-        if kind_name.startswith("tuple"):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a {kind_name}, got {raw!r}") from None
-    return raw
+    return variable(Settings, field_name)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build settings from the environment, failing fast with the variable's name."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        name = env_name(f.name)
-        raw = env.get(name)
-        if raw is None or raw == "":
-            continue
-        values[f.name] = _convert(name, raw, f.type)
-    key_file = env.get("SKYFLEET_JWT_PRIVATE_KEY_FILE")
-    if "jwt_private_key" not in values and key_file:
-        try:
-            values["jwt_private_key"] = Path(key_file).read_text()
-        except OSError as exc:
-            raise ConfigError(f"SKYFLEET_JWT_PRIVATE_KEY_FILE cannot be read: {exc}") from None
-    for required in ("database_url", "jwt_private_key"):
-        if required not in values:
-            raise ConfigError(f"{env_name(required)} is not set")
-    settings = Settings(**values)
-    _check(settings)
-    return settings
-
-
-def _check(s: Settings) -> None:
-    positive = ("lease_s", "heartbeat_interval_s", "rescue_interval_s", "max_body_bytes",
-                "max_claim_batch", "max_submit_batch", "db_pool_size", "access_token_ttl_s")
-    for name in positive:
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{env_name(name)} must be positive")
-    if s.heartbeat_interval_s >= s.lease_s:
-        raise ConfigError(
-            f"{env_name('heartbeat_interval_s')} ({s.heartbeat_interval_s}) must be shorter than "
-            f"{env_name('lease_s')} ({s.lease_s}), or every lease lapses between heartbeats"
-        )
-    _check_private_key(s.jwt_private_key)
-    choices = {"registration": ("open", "closed"), "storage_backend": ("local", "s3")}
-    for name, allowed in choices.items():
-        if getattr(s, name) not in allowed:
-            raise ConfigError(f"{env_name(name)} must be one of {', '.join(allowed)}")
-    if s.storage_backend == "s3" and not s.s3_bucket:
-        raise ConfigError(f"{env_name('s3_bucket')} is required when {env_name('storage_backend')}=s3")
-    if not 0 <= s.user_min_priority <= 9:
-        raise ConfigError(f"{env_name('user_min_priority')} must be between 0 and 9")
-    non_negative = ("outage_grace_s", "rate_limit_per_minute", "login_limit_per_account", "login_limit_per_address",
-                    "trusted_proxy_hops")
-    for name in non_negative:
-        if getattr(s, name) < 0:
-            raise ConfigError(f"{env_name(name)} must not be negative")
-    for name in ("max_upload_bytes", "max_active_jobs_per_user", "download_url_ttl_s", "password_min_length",
-                 "callback_max_attempts", "callback_concurrency", "callback_timeout_s", "max_event_streams",
-                 "max_event_streams_per_user", "idempotency_key_ttl_s"):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{env_name(name)} must be positive")
-    if s.public_url:
-        _check_public_url(s.public_url)
+    """Build settings from the environment (and ``SKYFLEET_CONFIG_FILE``), failing fast with the variable's name."""
+    return load(Settings, environ)
 
 
 def _check_public_url(url: str) -> None:

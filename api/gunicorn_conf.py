@@ -23,23 +23,42 @@ would keep their values in private memory.
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+from settings import load, setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebSettings:
+    """How gunicorn serves the API (read like every component's settings)."""
+
+    host: str = setting("127.0.0.1", env="HOST")
+    port: int = setting(8000, env="PORT", minimum=1, maximum=65535)
+    #: Processes, each serving ``web_connections`` requests at once as greenlets.
+    web_workers: int = setting(2, positive=True)
+    web_connections: int = setting(2000, positive=True)
+    #: Where the access log goes ("-": standard output); empty: none.
+    access_log: str = ""
+    log_level: str = "info"
+
+
+web = load(WebSettings)
+bind = f"{web.host}:{web.port}"
 worker_class = "gevent"
-workers = int(os.environ.get("SKYFLEET_WEB_WORKERS", "2"))
-worker_connections = int(os.environ.get("SKYFLEET_WEB_CONNECTIONS", "2000"))
+workers = web.web_workers
+worker_connections = web.web_connections
 # Longer than the ALB's idle timeout (120 s in infra/, 60 s by AWS's default): the balancer, not
 # the API, closes idle keep-alive connections, so it never sends a request on a connection the
 # API has just closed (a 502). On SIGTERM idle connections are closed at once (api/serving.py).
 keepalive = 130
 timeout = 60
 graceful_timeout = 10
-accesslog = os.environ.get("SKYFLEET_ACCESS_LOG") or None
+accesslog = web.access_log or None
 # No control socket: several APIs (tests, benchmarks) may run side by side.
 control_socket_disable = True
-loglevel = os.environ.get("SKYFLEET_LOG_LEVEL", "info")
+loglevel = web.log_level
 
 METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,10 @@ from api.config import generate_private_key_pem
 from api.database import make_engine
 from api.embedded import EmbeddedPostgres
 from api.migrate import upgrade
+from settings import load, setting
 
 DEFAULT_PORT = 8000
+DATA_DIR = ".skyfleet"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 LOCAL_WORKER_NAME = "local-worker"
@@ -37,33 +40,32 @@ LOCAL_MANAGER_NAME = "local-manager"
 LOCAL_MAX_WORKERS = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LaunchConfig:
-    data_dir: Path
-    port: int
-    database_url: str | None
-    admin_email: str | None
-    admin_password: str | None
+    """What ``skyfleet run`` is told by its environment (the API, manager and workers read their own)."""
+
+    data_dir: Path = setting(DATA_DIR, env="SKYFLEET_DATA_DIR")
+    port: int = setting(DEFAULT_PORT, env="PORT", minimum=1, maximum=65535)
+    #: None: an embedded PostgreSQL in the data directory.
+    database_url: str | None = setting(None, env="DATABASE_URL", secret=True)
+    admin_email: str | None = None
+    admin_password: str | None = setting(None, secret=True)
     #: A PEM file with the RSA signing key; None: SKYFLEET_JWT_PRIVATE_KEY, or one generated in data_dir.
-    jwt_key_file: str | None
+    jwt_key_file: str | None = setting(None, env="SKYFLEET_JWT_PRIVATE_KEY_FILE")
+    #: The signing key itself, when the operator gives it (the API reads it itself).
+    jwt_private_key: str | None = setting(None, secret=True)
     #: The local pool's maximum worker processes (0: no manager, no workers).
-    workers: int
-    #: SKYFLEET_JWT_PRIVATE_KEY is set (the API reads it itself).
-    jwt_key_in_env: bool = False
+    workers: int = setting(LOCAL_MAX_WORKERS, env="SKYFLEET_LOCAL_WORKERS")
+    #: Uploads and outputs; None: the data directory's ``storage``.
+    storage_dir: str | None = setting(None, env="SKYFLEET_STORAGE_DIR")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
 
 
-def launch_config_from_env() -> LaunchConfig:
-    env = os.environ
-    return LaunchConfig(
-        data_dir=Path(env.get("SKYFLEET_DATA_DIR", ".skyfleet")).resolve(),
-        port=int(env.get("PORT", DEFAULT_PORT)),
-        database_url=env.get("DATABASE_URL") or None,
-        admin_email=env.get("SKYFLEET_ADMIN_EMAIL") or None,
-        admin_password=env.get("SKYFLEET_ADMIN_PASSWORD") or None,
-        jwt_key_file=env.get("SKYFLEET_JWT_PRIVATE_KEY_FILE") or None,
-        workers=int(env.get("SKYFLEET_LOCAL_WORKERS", str(LOCAL_MAX_WORKERS))),
-        jwt_key_in_env=bool(env.get("SKYFLEET_JWT_PRIVATE_KEY")),
-    )
+def launch_config_from_env(environ: Mapping[str, str] | None = None) -> LaunchConfig:
+    """The launcher's settings (the one settings loader: environment, settings file, defaults)."""
+    return load(LaunchConfig, environ)
 
 
 def _secret_file(path: Path, make: str | None = None) -> str:
@@ -118,7 +120,7 @@ def _signing_key_env(cfg: LaunchConfig) -> dict[str, str]:
     """Where the API finds its RS256 key: given by the operator, or generated once into the data dir."""
     if cfg.jwt_key_file:
         return {"SKYFLEET_JWT_PRIVATE_KEY_FILE": cfg.jwt_key_file}
-    if cfg.jwt_key_in_env:
+    if cfg.jwt_private_key:
         return {}
     path = cfg.data_dir / "jwt-private-key.pem"
     _secret_file(path, make=generate_private_key_pem().strip())
@@ -179,7 +181,7 @@ def run(cfg: LaunchConfig) -> int:
     api_url = f"http://127.0.0.1:{cfg.port}"
     # Uploads and outputs live in the data directory unless the operator chose otherwise;
     # the workers will get the same setting (they write outputs where the API serves them).
-    storage_dir = os.environ.get("SKYFLEET_STORAGE_DIR") or str(cfg.data_dir / "storage")
+    storage_dir = cfg.storage_dir or str(cfg.data_dir / "storage")
     storage_env = {"SKYFLEET_STORAGE_DIR": storage_dir}
     env = os.environ | key_env | storage_env | {"DATABASE_URL": url, "PORT": str(cfg.port)}
     procs: list[subprocess.Popen[bytes]] = []

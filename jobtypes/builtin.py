@@ -41,6 +41,7 @@ class SleepResult(Schema):
 NOOP = register(
     JobType(
         name="noop",
+        handler="worker.jobs.builtin:run_noop",
         description="Does nothing and succeeds at once (benchmarks).",
         input_schema=NoopInput,
         result_schema=NoopResult,
@@ -51,6 +52,7 @@ NOOP = register(
 SLEEP = register(
     JobType(
         name="sleep",
+        handler="worker.jobs.builtin:run_sleep",
         description="Sleeps for `seconds`, optionally failing the first `fail_attempts` attempts.",
         input_schema=SleepInput,
         result_schema=SleepResult,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from marshmallow import Schema
 
@@ -10,6 +11,10 @@ DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF_BASE_S = 1.0
 DEFAULT_BACKOFF_CAP_S = 300.0
+#: Job priorities run from 0 (most urgent) to 9 (background work such as thumbnails).
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
 
 
 @dataclass(frozen=True)
@@ -27,11 +32,21 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class JobType:
-    """One kind of work the fleet knows how to do."""
+    """One kind of work the fleet knows how to do, declared once: the API validates and describes
+    submissions with it, the queue retries and times out by it, the worker runs its handler.
+
+    The handler is named, not imported (``"worker.jobs.detect:detect_sources"``): the API and the
+    manager read the catalogue without importing numpy, astropy or photutils, and a worker imports
+    each handler's module once, up front, in its job processes. Adding a type is this declaration
+    (registered with :func:`register`) and its handler function.
+    """
 
     name: str
     description: str
     input_schema: type[Schema]
+    #: ``module:function`` of the worker's handler (``(payload, JobContext) -> result``); empty for a
+    #: type no worker runs (tests).
+    handler: str = ""
     result_schema: type[Schema] | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -40,6 +55,11 @@ class JobType:
     #: Peak bytes of memory the handler needs per input pixel (all channels together); a
     #: worker refuses, as a permanent error, an input whose estimate exceeds its budget.
     bytes_per_pixel: float = 0.0
+
+    @cached_property
+    def inputs(self) -> Schema:
+        """The input schema, built once (building a marshmallow schema costs more than loading with it)."""
+        return self.input_schema()
 
 
 CATALOGUE: dict[str, JobType] = {}

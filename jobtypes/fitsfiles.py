@@ -144,6 +144,7 @@ class SpectrumExtractResult(Schema):
 FITS_INSPECT = register(
     JobType(
         name="fits.inspect",
+        handler="worker.jobs.fitsfiles:inspect",
         description="HDU list of a FITS file: shapes, units, WCS footprints (RA/Dec corners), table columns; "
                     "optionally header cards. Reads headers only.",
         input_schema=FitsInspectInput,
@@ -158,6 +159,7 @@ FITS_INSPECT = register(
 TABLE_PAGE = register(
     JobType(
         name="table.page",
+        handler="worker.jobs.fitsfiles:table_page",
         description="A page of rows of a FITS table (bytes→str, vectors→lists, NaN→null); only the page is read.",
         input_schema=TablePageInput,
         result_schema=TablePageResult,
@@ -171,6 +173,7 @@ TABLE_PAGE = register(
 SPECTRUM_EXTRACT = register(
     JobType(
         name="spectrum.extract",
+        handler="worker.jobs.spectrum:spectrum_extract",
         description="1-D spectrum (wavelength, flux, error) from an EXTRACT1D-style table, min/max-decimated "
                     "for plotting.",
         input_schema=SpectrumExtractInput,
@@ -209,6 +212,7 @@ class FitsThumbnailResult(Schema):
 FITS_THUMBNAIL = register(
     JobType(
         name="fits.thumbnail",
+        handler="worker.jobs.thumbnail:thumbnail",
         description="A quick-look PNG (at most 1024 px on a side) of one image HDU of a FITS file, as the "
                     "console shows beside each uploaded file.",
         input_schema=FitsThumbnailInput,

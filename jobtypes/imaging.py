@@ -213,6 +213,7 @@ class MosaicResult(Schema):
 COMPOSITE = register(
     JobType(
         name="image.composite",
+        handler="worker.jobs.composite:composite",
         description="Colour composite of 1–8 images (per-channel colour, weight, stretch, limits) as PNG/JPEG.",
         input_schema=CompositeInput,
         result_schema=CompositeResult,
@@ -227,6 +228,7 @@ COMPOSITE = register(
 MOSAIC = register(
     JobType(
         name="image.mosaic",
+        handler="worker.jobs.mosaic:mosaic",
         description="2–50 images reprojected onto an optimal celestial WCS and co-added: FITS + PNG preview.",
         input_schema=MosaicInput,
         result_schema=MosaicResult,

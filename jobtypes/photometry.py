@@ -249,6 +249,7 @@ class DetectResult(Schema):
 REGION_STATS = register(
     JobType(
         name="region.stats",
+        handler="worker.jobs.regionstats:region_stats",
         description="Statistics (mean, median, std, MAD, min, max, sum, optional sigma clipping) of the pixels "
                     "inside a rectangle, circle, ellipse or polygon given in pixel or ICRS coordinates.",
         input_schema=RegionStatsInput,
@@ -265,6 +266,7 @@ REGION_STATS = register(
 SOURCES_DETECT = register(
     JobType(
         name="sources.detect",
+        handler="worker.jobs.detect:detect_sources",
         description="Source detection (DAOStarFinder or segmentation) on the background-subtracted image; "
                     "a catalogue with RA/Dec as JSON and ECSV, and an overlay PNG.",
         input_schema=DetectInput,

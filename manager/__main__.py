@@ -17,8 +17,8 @@ from manager.backends.base import Backend
 from manager.backends.ecs import EcsBackend, make_ecs_client
 from manager.backends.local import LocalBackend
 from manager.config import ManagerSettings, load_manager_settings
-from manager.errors import ConfigError
 from manager.loop import Manager
+from settings import ConfigError
 
 log = logging.getLogger("manager")
 

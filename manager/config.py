@@ -21,17 +21,24 @@ import sys
 import tomllib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jobtypes import job_type_names
-from manager.errors import ConfigError
+from settings import (
+    MANAGER_LEASE_TTL_MAX_S,
+    MANAGER_LEASE_TTL_MIN_S,
+    WORKER_CONCURRENCY,
+    ConfigError,
+    ServiceAccountSettings,
+    load,
+    setting,
+)
 
 TICK_S = 5.0
-HTTP_TIMEOUT_S = 10.0
-LEASE_TTL_MIN_S = 5.0  # the API accepts 5–300 s
-LEASE_TTL_MAX_S = 300.0
+PREFIX = "SKYFLEET_MANAGER_"
+WORKER_PREFIX = "SKYFLEET_WORKER_"
 #: A decision that changes nothing is recorded again after this long (so the admin status stays fresh).
 DECISION_REFRESH_S = 30.0
 
@@ -39,7 +46,7 @@ DEFAULT_POOL_NAME = "local"
 DEFAULT_LOCAL_MAX_WORKERS = 2
 MIN_WORKERS = 0
 MAX_WORKERS = 4
-JOBS_PER_WORKER = 4  # the worker's default concurrency
+JOBS_PER_WORKER = WORKER_CONCURRENCY
 SCALE_IN_WINDOW_S = 60.0
 IDLE_TO_ZERO_S = 120.0
 MAX_STEP = 4
@@ -127,23 +134,33 @@ class PoolConfig:
                 "min": self.min, "max": self.max, "jobs_per_worker": self.jobs_per_worker, "details": details}
 
 
-@dataclass(frozen=True)
-class ManagerSettings:
+@dataclass(frozen=True, kw_only=True)
+class ManagerSettings(ServiceAccountSettings):
     """Everything the manager process needs, validated."""
 
-    api_url: str
-    email: str
-    password: str
     pools: tuple[PoolConfig, ...]
-    tick_s: float = TICK_S
+    tick_s: float = setting(TICK_S, positive=True)
     #: Identifies this manager in the lease (one active manager at a time).
-    holder: str = field(default_factory=lambda: default_holder())
-    lease_ttl_s: float = 3 * TICK_S
-    http_timeout_s: float = HTTP_TIMEOUT_S
+    holder: str = setting(default_factory=lambda: default_holder())
+    #: How long the manager's lease on the fleet lasts (0: three ticks, within the API's bounds).
+    lease_ttl_s: float = 0.0
     decision_refresh_s: float = DECISION_REFRESH_S
-    aws_endpoint_url: str | None = None
-    #: The environment local workers start from: the manager's, minus its own credentials.
+    #: Where boto3 sends AWS calls (moto in tests); unset: AWS itself, or boto3's AWS_ENDPOINT_URL.
+    aws_endpoint_url: str | None = setting(None, env="SKYFLEET_AWS_ENDPOINT_URL")
+    #: The environment local workers start from: the manager's, minus its own settings.
     worker_env: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lease_ttl_s == 0:
+            ttl = min(MANAGER_LEASE_TTL_MAX_S, max(MANAGER_LEASE_TTL_MIN_S, 3 * self.tick_s))
+            object.__setattr__(self, "lease_ttl_s", ttl)
+
+    def check(self) -> None:
+        """The lease must be one the API grants, and outlast a tick."""
+        if not MANAGER_LEASE_TTL_MIN_S <= self.lease_ttl_s <= MANAGER_LEASE_TTL_MAX_S or self.lease_ttl_s <= self.tick_s:
+            raise ConfigError(f"{PREFIX}LEASE_TTL_S must be within {MANAGER_LEASE_TTL_MIN_S:g}–"
+                              f"{MANAGER_LEASE_TTL_MAX_S:g} s and longer than the tick ({self.tick_s:g} s)")
 
 
 def default_holder() -> str:
@@ -154,36 +171,13 @@ def default_holder() -> str:
 def load_manager_settings(environ: Mapping[str, str] | None = None) -> ManagerSettings:
     """Build the settings from the environment; ConfigError naming the variable or the pool key."""
     env = os.environ if environ is None else environ
-    missing = [n for n in ("SKYFLEET_API_URL", "SKYFLEET_MANAGER_EMAIL", "SKYFLEET_MANAGER_PASSWORD")
-               if not env.get(n)]
-    if missing:
-        raise ConfigError(f"{missing[0]} is not set")
-    tick_s = _env_float(env, "SKYFLEET_MANAGER_TICK_S", TICK_S)
-    if tick_s <= 0:
-        raise ConfigError("SKYFLEET_MANAGER_TICK_S must be positive")
-    default_ttl = min(LEASE_TTL_MAX_S, max(LEASE_TTL_MIN_S, 3 * tick_s))
-    ttl = _env_float(env, "SKYFLEET_MANAGER_LEASE_TTL_S", default_ttl)
-    if not LEASE_TTL_MIN_S <= ttl <= LEASE_TTL_MAX_S or ttl <= tick_s:
-        raise ConfigError(f"SKYFLEET_MANAGER_LEASE_TTL_S must be within {LEASE_TTL_MIN_S:g}–"
-                          f"{LEASE_TTL_MAX_S:g} s and longer than the tick ({tick_s:g} s)")
-    worker_env = tuple(sorted((k, v) for k, v in env.items() if not k.startswith("SKYFLEET_MANAGER_")))
+    worker_env = tuple(sorted((k, v) for k, v in env.items() if not k.startswith(PREFIX)))
     pools = load_pools(env)
+    settings = load(ManagerSettings, env, prefix=PREFIX, pools=pools, worker_env=worker_env)
     for i, pool in enumerate(pools):
         if pool.backend == "local":
             _check_worker_credentials(i, dict(worker_env) | dict(pool.env))
-    return ManagerSettings(
-        api_url=env["SKYFLEET_API_URL"].rstrip("/"),
-        email=env["SKYFLEET_MANAGER_EMAIL"],
-        password=env["SKYFLEET_MANAGER_PASSWORD"],
-        pools=pools,
-        tick_s=tick_s,
-        holder=env.get("SKYFLEET_MANAGER_HOLDER") or default_holder(),
-        lease_ttl_s=ttl,
-        http_timeout_s=_env_float(env, "SKYFLEET_MANAGER_HTTP_TIMEOUT_S", HTTP_TIMEOUT_S),
-        decision_refresh_s=_env_float(env, "SKYFLEET_MANAGER_DECISION_REFRESH_S", DECISION_REFRESH_S),
-        aws_endpoint_url=env.get("SKYFLEET_AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
-        worker_env=worker_env,
-    )
+    return settings
 
 
 def load_pools(env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
@@ -356,20 +350,9 @@ def _ecs(item: dict[str, Any], key: str) -> EcsSettings:
 
 
 def _check_worker_credentials(index: int, env: Mapping[str, str]) -> None:
-    for name in ("SKYFLEET_WORKER_EMAIL", "SKYFLEET_WORKER_PASSWORD"):
-        if not env.get(name):
-            raise ConfigError(f"pools[{index}].env: {name} is not set (local workers log in with it; "
-                              "set it in the manager's environment or the pool's env)")
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
+    """A local pool's workers must be able to log in: their account as the worker will read it."""
     try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative")
-    return value
+        load(ServiceAccountSettings, env, prefix=WORKER_PREFIX)
+    except ConfigError as exc:
+        raise ConfigError(f"pools[{index}].env: {exc} (local workers log in with it; set it in the "
+                          "manager's environment, the settings file or the pool's env)") from None

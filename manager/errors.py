@@ -12,10 +12,6 @@ class ManagerError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
-class ConfigError(ManagerError):
-    """A manager setting is missing or malformed (the message names the variable or key)."""
-
-
 class ApiUnavailable(ManagerError):
     """The API could not be reached or kept failing (connection errors, 5xx, 429)."""
 

@@ -37,12 +37,12 @@ from manager.policy import (
     PoolStats,
     desired_workers,
 )
+from settings import DECISION_REASON_CHARS
 
 log = logging.getLogger(__name__)
 
 LAUNCH_BACKOFF_BASE_S = 2.0
 LAUNCH_BACKOFF_CAP_S = 300.0
-MAX_REASON_CHARS = 2000  # what the API stores
 
 
 class Api(Protocol):
@@ -286,7 +286,7 @@ class Manager:
         if error:
             observed["error"] = error
         record = {"pool": pool.name, "desired": decision.desired, "previous": decision.previous,
-                  "action": action, "reason": reason[:MAX_REASON_CHARS], "inputs": inputs,
+                  "action": action, "reason": reason[:DECISION_REASON_CHARS], "inputs": inputs,
                   "observed": observed}
         if not self._worth_recording(rt, record, now):
             return None

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["api", "worker", "manager", "jobtypes", "storage", "bench", "infra", "client/skyfleet_client"]
+PACKAGES = ["api", "worker", "manager", "jobtypes", "storage", "settings", "bench", "infra", "client/skyfleet_client"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from worker.config import ConfigError, load_worker_settings
+from settings import ConfigError
+from worker.config import load_worker_settings
 from worker.runtime import main_loop
 
 

@@ -10,7 +10,6 @@ large) are permanent errors; network trouble is retryable.
 from __future__ import annotations
 
 import uuid
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,10 @@ from storage.netguard import AddressGuard, FetchTooLarge, ForbiddenAddress, fetc
 from worker.jobs import PermanentError, ref_id
 
 
-@cache
 def _input_schema(job_type: str) -> Schema | None:
-    """One schema instance per type: building a marshmallow schema costs more than using it."""
+    """The type's input schema (built once, by its catalogue entry); None for an unknown type."""
     found = get_job_type(job_type)
-    return None if found is None else found.input_schema()
+    return None if found is None else found.inputs
 
 
 def input_refs(job_type: str, payload: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,9 +9,9 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from api.auth.accounts import PERSON_ROLES, SORTABLE
 from api.auth.models import Role
 from api.auth.schemas import PASSWORD_MAX, AccountSchema, NormalisedEmail, not_a_service_address
-from api.jobs.models import MAX_PRIORITY, MIN_PRIORITY
 from api.pagination import PageArgs, sort_choices
 from api.validation import ApiSchema
+from jobtypes.catalogue import MAX_PRIORITY, MIN_PRIORITY
 
 MAX_ACTIVE_JOBS_LIMIT = 1_000_000
 

@@ -13,14 +13,15 @@ from sqlalchemy import Connection
 
 from api.queue.jobs import file_thumbnails, link_job_files
 from api.queue.submit import NewJob, enqueue_jobs
+from jobtypes.catalogue import MAX_PRIORITY
 from jobtypes.fitsfiles import FITS_THUMBNAIL
 
 
 def queue_thumbnail(conn: Connection, user_id: int, file_id: int) -> int:
     """Queue the file's thumbnail job (low priority: people's jobs go first); its id."""
-    payload: dict[str, Any] = FITS_THUMBNAIL.input_schema().load({"file": {"file_id": file_id}})
+    payload: dict[str, Any] = FITS_THUMBNAIL.inputs.load({"file": {"file_id": file_id}})
     (submitted,) = enqueue_jobs(conn, user_id, [NewJob(FITS_THUMBNAIL.name, payload,
-                                                        FITS_THUMBNAIL.retry.max_attempts, priority=9)])
+                                                        FITS_THUMBNAIL.retry.max_attempts, priority=MAX_PRIORITY)])
     link_job_files(conn, [submitted.job_id], [[file_id]])
     return submitted.job_id
 

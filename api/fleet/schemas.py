@@ -9,6 +9,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from api.fleet.models import ACTIONS, BACKENDS
 from api.jobs.schemas import JobTypeField
 from api.validation import ApiSchema
+from settings import DECISION_REASON_CHARS, MANAGER_LEASE_TTL_MAX_S, MANAGER_LEASE_TTL_MIN_S
 
 #: Bounds that keep every list a sane size (api.validation keeps numbers in a bigint, text storable).
 MAX_POOLS = 100
@@ -17,9 +18,6 @@ MAX_JOBS_PER_WORKER = 10_000
 MAX_DECISIONS = 100
 MAX_DRAIN_BATCH = 1000
 MAX_COUNT = 1_000_000_000
-MAX_REASON_CHARS = 2000
-LEASE_TTL_MIN_S = 5.0
-LEASE_TTL_MAX_S = 300.0
 #: Decision inputs the status view reads; when present they must be counts.
 COUNTED_INPUTS = ("pending", "in_progress", "running", "starting", "draining")
 
@@ -145,7 +143,7 @@ class DecisionSchema(ApiSchema):
     desired = _count(required=True)
     previous = _count(required=True)
     action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
-    reason = _text(MAX_REASON_CHARS, required=True)
+    reason = _text(DECISION_REASON_CHARS, required=True)
     inputs = fields.Dict(load_default=dict,
                          metadata={"description": f"The policy's inputs; {', '.join(COUNTED_INPUTS)} are counts."})
     observed = fields.Dict(load_default=dict,
@@ -184,7 +182,7 @@ class DecisionViewSchema(ApiSchema):
 
 class LeaseRequestSchema(ApiSchema):
     holder = _text(200, required=True, metadata={"description": "This manager replica's identity."})
-    ttl_s = fields.Float(required=True, validate=validate.Range(min=LEASE_TTL_MIN_S, max=LEASE_TTL_MAX_S))
+    ttl_s = fields.Float(required=True, validate=validate.Range(min=MANAGER_LEASE_TTL_MIN_S, max=MANAGER_LEASE_TTL_MAX_S))
 
 
 class LeaseSchema(ApiSchema):

@@ -15,6 +15,7 @@ from api.auth.guards import Caller
 from api.config import Settings
 from api.errors import LimitExceeded, ValidationFailed
 from api.queue.jobs import account_limits, submission_limits
+from jobtypes.catalogue import MAX_PRIORITY
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def limits_for(conn: Connection, who: Caller, settings: Settings) -> Limits:
         max_active_jobs=max_active,
         active_jobs=active,
         min_priority=min_priority,
-        max_priority=9,
+        max_priority=MAX_PRIORITY,
         max_batch=settings.max_submit_batch,
         max_payload_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,

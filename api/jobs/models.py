@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from api.database import Base, enum_values
 from jobtypes import JobStatus
+from jobtypes.catalogue import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 
 #: Queue tables churn: leave room on each page for HOT updates (heartbeats, progress) and
 #: vacuum/analyze them after a small fraction of changes rather than the default 20 %.
@@ -27,10 +28,6 @@ QUEUE_TABLE_STORAGE = {
     "autovacuum_analyze_scale_factor": "0.02",
     "autovacuum_vacuum_insert_scale_factor": "0.02",
 }
-
-DEFAULT_PRIORITY = 5
-MIN_PRIORITY = 0
-MAX_PRIORITY = 9
 
 _status_type = Enum(
     JobStatus, name="job_status", native_enum=False, length=16, values_callable=enum_values,

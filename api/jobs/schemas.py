@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from api.jobs.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from api.pagination import PageArgs
 from api.queue.jobs import SORTABLE
 from api.validation import ApiSchema
 from jobtypes import JobStatus, get_job_type, job_type_names
+from jobtypes.catalogue import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 
 MAX_BATCH = 1000
 
@@ -26,12 +25,11 @@ class JobTypeField(fields.String):
         return name
 
 
-@cache
 def input_schema(job_type: str) -> Schema:
-    """One instance per job type: building a schema costs more than loading with it."""
+    """The type's input schema (built once, by its catalogue entry)."""
     found = get_job_type(job_type)
     assert found is not None  # JobTypeField checked it
-    return found.input_schema()
+    return found.inputs
 
 
 class JobCreateSchema(ApiSchema):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.config import ConfigError, load_settings
-from worker.config import ConfigError as WorkerConfigError
+from api.config import load_settings
+from settings import ConfigError
 from worker.config import load_worker_settings
 
 
@@ -62,15 +62,15 @@ def test_worker_settings():
     assert (on_ecs.pool, on_ecs.revision, on_ecs.s3_bucket) == ("large", "skyfleet-worker:7", "b")
     assert on_ecs.ecs_metadata_uri == "http://169.254.170.2/v4/x"
     assert on_ecs.allowed_networks == ("10.0.0.0/8", "data.example.org")
-    with pytest.raises(WorkerConfigError, match="SKYFLEET_S3_BUCKET"):
+    with pytest.raises(ConfigError, match="SKYFLEET_S3_BUCKET"):
         load_worker_settings(env | {"SKYFLEET_STORAGE_BACKEND": "s3"})
-    with pytest.raises(WorkerConfigError, match="SKYFLEET_STORAGE_BACKEND"):
+    with pytest.raises(ConfigError, match="SKYFLEET_STORAGE_BACKEND"):
         load_worker_settings(env | {"SKYFLEET_STORAGE_BACKEND": "ftp"})
-    with pytest.raises(WorkerConfigError, match="SKYFLEET_WORKER_MEMORY_MB"):
+    with pytest.raises(ConfigError, match="SKYFLEET_WORKER_MEMORY_MB"):
         load_worker_settings(env | {"SKYFLEET_WORKER_MEMORY_MB": "1"})
-    with pytest.raises(WorkerConfigError, match="SKYFLEET_WORKER_TYPES"):
+    with pytest.raises(ConfigError, match="SKYFLEET_WORKER_TYPES"):
         load_worker_settings(env | {"SKYFLEET_WORKER_TYPES": "teleport"})
-    with pytest.raises(WorkerConfigError, match="SKYFLEET_API_URL"):
+    with pytest.raises(ConfigError, match="SKYFLEET_API_URL"):
         load_worker_settings({})
-    with pytest.raises(WorkerConfigError, match="SKYFLEET_WORKER_CONCURRENCY"):
+    with pytest.raises(ConfigError, match="SKYFLEET_WORKER_CONCURRENCY"):
         load_worker_settings(env | {"SKYFLEET_WORKER_CONCURRENCY": "many"})

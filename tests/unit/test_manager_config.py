@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from manager.config import DEFAULT_LOCAL_MAX_WORKERS, WORKER_COMMAND, load_manager_settings
-from manager.errors import ConfigError
+from settings import ConfigError
 
 BASE = {
     "SKYFLEET_API_URL": "http://127.0.0.1:8000/",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.config import ConfigError, load_settings
+from api.config import load_settings
+from settings import ConfigError
 
 
 @pytest.fixture

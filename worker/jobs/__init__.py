@@ -1,7 +1,8 @@
-"""The handlers of every job type the worker runs, by type name.
+"""The handlers of every job type the worker runs, by type name, as the catalogue declares them.
 
-Each entry names ``module:function``; modules are imported on first use (the worker's
-child processes import them all up front, so the first job pays no import cost).
+Each job type's declaration (:class:`jobtypes.JobType`) names its handler as ``module:function``;
+modules are imported on first use (the worker's child processes import them all up front, so
+the first job pays no import cost).
 """
 
 from __future__ import annotations
@@ -9,21 +10,12 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
+from jobtypes import CATALOGUE
 from worker.jobs.context import JobContext, OutputFile, ref_id
 from worker.jobs.errors import Cancelled, PermanentError
 
-HANDLERS: dict[str, str] = {
-    "noop": "worker.jobs.builtin:run_noop",
-    "sleep": "worker.jobs.builtin:run_sleep",
-    "fits.inspect": "worker.jobs.fitsfiles:inspect",
-    "table.page": "worker.jobs.fitsfiles:table_page",
-    "spectrum.extract": "worker.jobs.spectrum:spectrum_extract",
-    "region.stats": "worker.jobs.regionstats:region_stats",
-    "sources.detect": "worker.jobs.detect:detect_sources",
-    "image.composite": "worker.jobs.composite:composite",
-    "image.mosaic": "worker.jobs.mosaic:mosaic",
-    "fits.thumbnail": "worker.jobs.thumbnail:thumbnail",
-}
+#: ``{type name: "module:function"}`` of every catalogued type that has a handler.
+HANDLERS: dict[str, str] = {name: job_type.handler for name, job_type in CATALOGUE.items() if job_type.handler}
 
 __all__ = ["HANDLERS", "Cancelled", "JobContext", "OutputFile", "PermanentError", "handler_for", "ref_id"]
 
