@@ -198,7 +198,7 @@ def create_app(settings: Settings) -> Flask:
             CallbackDispatcher(engine, callback_config(settings), context.guard),
         ]
         app.extensions["skyfleet.maintenance"] = runner = MaintenanceRunner(dsn, services)
-        runner.start()
+        runner.ensure_started()
     return app
 
 

@@ -59,9 +59,9 @@ def test_only_one_runner_is_active_and_another_takes_over(clean_db):
     first, second = _Counter(), _Counter()
     a = MaintenanceRunner(dsn, [first], retry_s=0.2)
     b = MaintenanceRunner(dsn, [second], retry_s=0.2)
-    a.start()
+    a.ensure_started()
     assert a.is_leader.wait(5)
-    b.start()
+    b.ensure_started()
     time.sleep(0.5)
     assert not b.is_leader.is_set()
     assert first.runs > 0 and second.runs == 0
