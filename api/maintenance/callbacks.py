@@ -46,6 +46,8 @@ ERROR_BODY_BYTES = 200
 
 @dataclass(frozen=True)
 class CallbackDispatcherConfig:
+    """How the dispatcher sends: its pace, timeouts, retries and parallelism."""
+
     interval_s: float = CALLBACK_INTERVAL_S
     #: Connect timeout and read timeout of each POST.
     timeout_s: float = CALLBACK_TIMEOUT_S

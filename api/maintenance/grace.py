@@ -29,6 +29,8 @@ OUTAGE_AFTER_S = 5.0
 
 @dataclass(frozen=True)
 class OutageGraceConfig:
+    """How long a service holds off after a possible outage, and what gap between passes counts as one."""
+
     #: After a start or an outage, the service does nothing for this long. 0 turns the grace off
     #: (tests of the rescue itself); the API uses ``outage_grace_s``, or one lease.
     grace_s: float = 0.0
@@ -37,6 +39,7 @@ class OutageGraceConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        """From the API settings."""
         return cls(grace_s=settings.outage_grace_s or settings.lease_s,
                    # A shorter gap cannot have cost a heartbeating worker its lease.
                    after_s=max(2 * settings.rescue_interval_s, settings.lease_s - settings.heartbeat_interval_s))

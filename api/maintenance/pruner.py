@@ -9,14 +9,12 @@ from typing import Self
 
 from sqlalchemy import Engine
 
-from api.config import Settings
+from api.config import PRUNE_INTERVAL_S, RETENTION_DAYS, Settings
 from api.queue.jobs import prune_finished
 from storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
-PRUNE_INTERVAL_S = 300.0
-RETENTION_DAYS = 7.0
 PRUNE_BATCH = 1000
 #: Batches per pass, so one pass never holds the database for long.
 PRUNE_MAX_BATCHES = 20
@@ -24,6 +22,8 @@ PRUNE_MAX_BATCHES = 20
 
 @dataclass(frozen=True)
 class JobPrunerConfig:
+    """How long finished jobs are kept, and how much one pass deletes."""
+
     interval_s: float = PRUNE_INTERVAL_S
     #: Jobs finished longer ago than this go, with their attempts, results and outputs.
     retention_days: float = RETENTION_DAYS
@@ -32,6 +32,7 @@ class JobPrunerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        """From the API settings."""
         return cls(interval_s=settings.prune_interval_s, retention_days=settings.retention_days)
 
 

@@ -17,24 +17,25 @@ from typing import Self
 
 from sqlalchemy import Engine
 
-from api.config import Settings
+from api.config import RESCUE_INTERVAL_S, Settings
 from api.maintenance.grace import OutageGrace, OutageGraceConfig
 from api.queue.workers import mark_lost_workers
 
 log = logging.getLogger(__name__)
 
-REAP_INTERVAL_S = 1.0
-
 
 @dataclass(frozen=True)
 class WorkerReaperConfig:
+    """When a worker counts as lost, how often the reaper looks, and its grace after an outage."""
+
     #: A worker silent this long is lost: ``Settings.worker_lost_after_s``, never a second number.
     lost_after_s: float
-    interval_s: float = REAP_INTERVAL_S
+    interval_s: float = RESCUE_INTERVAL_S
     grace: OutageGraceConfig = field(default_factory=OutageGraceConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        """From the API settings."""
         # On the rescuer's interval: a worker is judged as often as its leases are.
         return cls(lost_after_s=settings.worker_lost_after_s, interval_s=settings.rescue_interval_s,
                    grace=OutageGraceConfig.from_settings(settings))

@@ -15,10 +15,9 @@ from typing import Self
 from sqlalchemy import Engine
 
 from api.auth.sessions import prune_sessions
-from api.config import Settings
+from api.config import PRUNE_INTERVAL_S, Settings
 from api.fleet.service import DECISION_RETENTION_S, DECISIONS_KEPT_PER_POOL, prune_decisions
 from api.jobs.idempotency import IDEMPOTENCY_KEY_TTL_S, prune_keys
-from api.maintenance.pruner import PRUNE_INTERVAL_S
 from api.ratelimit.service import prune_counters
 
 log = logging.getLogger(__name__)
@@ -37,6 +36,7 @@ class RecordPrunerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        """From the API settings."""
         return cls(interval_s=settings.prune_interval_s, idempotency_key_ttl_s=settings.idempotency_key_ttl_s)
 
 

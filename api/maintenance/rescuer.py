@@ -15,18 +15,19 @@ from typing import Self
 
 from sqlalchemy import Engine
 
-from api.config import Settings
+from api.config import RESCUE_INTERVAL_S, Settings
 from api.maintenance.grace import OutageGrace, OutageGraceConfig
 from api.queue.leases import mark_lapsed_workers, rescue_expired
 
 log = logging.getLogger(__name__)
 
-RESCUE_INTERVAL_S = 1.0
 RESCUE_BATCH = 1000
 
 
 @dataclass(frozen=True)
 class LeaseRescuerConfig:
+    """How often the lease rescuer looks, how much one pass takes back, and its grace after an outage."""
+
     interval_s: float = RESCUE_INTERVAL_S
     #: Attempts rescued per pass at most.
     batch_size: int = RESCUE_BATCH
@@ -34,6 +35,7 @@ class LeaseRescuerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        """From the API settings."""
         return cls(interval_s=settings.rescue_interval_s, grace=OutageGraceConfig.from_settings(settings))
 
 
