@@ -46,7 +46,7 @@ class OutageGraceConfig:
 
 
 class OutageGrace:
-    """One service's view of outages: call :meth:`holds_off` as a pass starts, :meth:`passed`
+    """One service's view of outages: call :meth:`holds_off` as a pass starts and :meth:`passed`
     when it has done its work (a pass that failed, the database being away, is not recorded,
     so the gap grows)."""
 
@@ -58,7 +58,8 @@ class OutageGrace:
         self._grace_until = 0.0
 
     def holds_off(self) -> bool:
-        """Whether this pass must change nothing: a grace is running, or starts now."""
+        """Whether this pass must change nothing: a grace is running, or starts now. A pass held
+        off counts as a pass (the service was there to hear the heartbeats)."""
         now = self._clock()
         if self.config.grace_s > 0 and (
                 self._last_pass_at is None or now - self._last_pass_at > self.config.after_s):
@@ -66,8 +67,11 @@ class OutageGrace:
             gap = "start" if self._last_pass_at is None else f"{now - self._last_pass_at:.1f} s without a pass"
             log.info("%s resuming after %s: workers get %.1f s for their heartbeats to return",
                      self._service, gap, self.config.grace_s)
-        return now < self._grace_until
+        if now < self._grace_until:
+            self.passed()
+            return True
+        return False
 
     def passed(self) -> None:
-        """Record a pass (one held off counts: the service was there to hear)."""
+        """Record a pass that did its work."""
         self._last_pass_at = self._clock()

@@ -65,7 +65,6 @@ class WorkerReaper:
     def run_once(self) -> ReapResult:
         """Mark the lost workers stopped; held off while the grace after an outage runs."""
         if self._grace.holds_off():
-            self._grace.passed()
             return ReapResult(workers_lost=0, held_off=True)
         with self.engine.begin() as conn:
             lost = mark_lost_workers(conn, self.config.lost_after_s)

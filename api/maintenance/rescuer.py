@@ -68,7 +68,6 @@ class LeaseRescuer:
         Held off (nothing changed) while the grace after a start or an outage runs.
         """
         if self._grace.holds_off():
-            self._grace.passed()
             return RescueResult(rescued=[], held_off=True)
         # In its own transaction, committed before the rescue: the claims the rescue's
         # notification wakes must already see their worker lapsed.
