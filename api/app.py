@@ -21,10 +21,8 @@ from api.envelope import ErrorEnvelopeSchema, error_response
 from api.errors import HTTP_CODES, ApiError, PayloadTooLarge, ServiceUnavailable
 from api.files.links import Linker, link_secret
 from api.hardening import init_hardening
-from api.maintenance.callbacks import CallbackDispatcher, callback_config
-from api.maintenance.pruner import Pruner, PrunerConfig
-from api.maintenance.rescuer import Rescuer, RescuerConfig
-from api.maintenance.runner import MaintenanceRunner, Service
+from api.maintenance.runner import MaintenanceRunner
+from api.maintenance.services import build_services
 from api.openapi import ErrorResponses, markdown_descriptions, register_protocol_schemas
 from api.queue.notify import Listener
 from api.queue.wakeup import WakeHub
@@ -184,21 +182,9 @@ def create_app(settings: Settings) -> Flask:
 
     if settings.background:
         context.listener.ensure_started()
-        services: list[Service] = [
-            Rescuer(engine, RescuerConfig(
-                interval_s=settings.rescue_interval_s,
-                outage_grace_s=settings.outage_grace_s or settings.lease_s,
-                lost_worker_after_s=settings.worker_lost_after_s,
-                # A shorter gap cannot have cost a heartbeating worker its lease.
-                outage_after_s=max(2 * settings.rescue_interval_s,
-                                   settings.lease_s - settings.heartbeat_interval_s))),
-            Pruner(engine, PrunerConfig(interval_s=settings.prune_interval_s, retention_days=settings.retention_days,
-                                        idempotency_key_ttl_s=settings.idempotency_key_ttl_s),
-                   storage=store),
-            CallbackDispatcher(engine, callback_config(settings), context.guard),
-        ]
-        app.extensions["skyfleet.maintenance"] = runner = MaintenanceRunner(dsn, services)
-        runner.start()
+        app.extensions["skyfleet.maintenance"] = runner = MaintenanceRunner(
+            dsn, build_services(settings, engine, store, context.guard))
+        runner.ensure_started()
     return app
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Self
 
 import requests
 from sqlalchemy import Engine
@@ -45,6 +46,8 @@ ERROR_BODY_BYTES = 200
 
 @dataclass(frozen=True)
 class CallbackDispatcherConfig:
+    """How the dispatcher sends: its pace, timeouts, retries and parallelism."""
+
     interval_s: float = CALLBACK_INTERVAL_S
     #: Connect timeout and read timeout of each POST.
     timeout_s: float = CALLBACK_TIMEOUT_S
@@ -63,9 +66,15 @@ class CallbackDispatcherConfig:
         run (connect and read timeouts, DNS, recording at the next pass), or it is sent twice."""
         return max(CALLBACK_VISIBILITY_S, 5 * (2 * self.timeout_s + self.interval_s + self.pass_wait_s))
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """From the ``SKYFLEET_CALLBACK_*`` settings."""
+        return cls(interval_s=settings.callback_interval_s, timeout_s=settings.callback_timeout_s,
+                   max_attempts=settings.callback_max_attempts, concurrency=settings.callback_concurrency)
+
 
 @dataclass
-class DispatchSummary:
+class DispatchResult:
     """What one pass finished (sends begun in an earlier pass are counted when they end)."""
 
     sent: int = 0
@@ -87,13 +96,6 @@ class Outcome:
         return self.status is not None and 200 <= self.status < 300
 
 
-def callback_config(settings: Settings) -> CallbackDispatcherConfig:
-    """The dispatcher's configuration from the API settings (``SKYFLEET_CALLBACK_*``)."""
-    return CallbackDispatcherConfig(
-        interval_s=settings.callback_interval_s, timeout_s=settings.callback_timeout_s,
-        max_attempts=settings.callback_max_attempts, concurrency=settings.callback_concurrency)
-
-
 def backoff_s(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float] = random.random) -> float:
     """Delay before the attempt after ``attempt``: exponential, capped, with jitter in [50 %, 100 %]."""
     ceiling = min(cap_s, base_s * 2 ** min(attempt - 1, 62))
@@ -103,7 +105,7 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, rand: Callable[[], floa
 class CallbackDispatcher:
     """Delivers due callbacks; ``run_once`` does one bounded pass."""
 
-    name = "callbacks"
+    name = "callback dispatcher"
 
     def __init__(self, engine: Engine, config: CallbackDispatcherConfig = CallbackDispatcherConfig(),
                  guard: AddressGuard | None = None) -> None:
@@ -114,19 +116,19 @@ class CallbackDispatcher:
         self._executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="skyfleet-callback")
         self._in_flight: set[Future[Outcome]] = set()
 
-    def run_once(self) -> DispatchSummary:
+    def run_once(self) -> DispatchResult:
         """Record sends that ended, claim due rows into free slots, send, and wait a bounded time.
 
         Returns when every send begun in this pass has ended and nothing more is due, or
         after ``pass_wait_s``; unfinished sends carry on and are recorded by a later pass.
         """
-        summary = DispatchSummary()
+        result = DispatchResult()
         deadline = time.monotonic() + self.config.pass_wait_s
         budget = self.config.batch_size
         more_due = True
         this_pass: set[Future[Outcome]] = set()
         while True:
-            self._record(summary)
+            self._record(result)
             # Claim only into free slots: every claimed row starts at once, so none sits in a
             # queue while its visibility timeout runs out.
             free = self.config.concurrency - len(self._in_flight)
@@ -146,17 +148,17 @@ class CallbackDispatcher:
             if not busy or time.monotonic() >= deadline:
                 break
             wait(self._in_flight, timeout=deadline - time.monotonic(), return_when=FIRST_COMPLETED)
-        self._record(summary)  # sends that ended since the last record (all of this pass's, if not busy)
-        return summary
+        self._record(result)  # sends that ended since the last record (all of this pass's, if not busy)
+        return result
 
-    def close(self) -> DispatchSummary:
+    def close(self) -> DispatchResult:
         """Wait for the sends in flight and record them (tests and shutdown)."""
         self._executor.shutdown(wait=True)
-        summary = DispatchSummary()
-        self._record(summary)
-        return summary
+        result = DispatchResult()
+        self._record(result)
+        return result
 
-    def _record(self, summary: DispatchSummary) -> None:
+    def _record(self, result: DispatchResult) -> None:
         """Write the outcomes of finished sends in one transaction."""
         done = [f for f in self._in_flight if f.done()]
         if not done:
@@ -170,7 +172,7 @@ class CallbackDispatcher:
             if outcome.delivered:
                 assert outcome.status is not None
                 delivered.append((d.id, outcome.status))
-                summary.sent += 1
+                result.sent += 1
                 log.info("callback delivered job_id=%s delivery_id=%s attempt=%s status=%s",
                          d.job_id, d.id, d.attempt, outcome.status,
                          extra={"job_id": d.job_id, "delivery_id": d.id, "attempt": d.attempt})
@@ -181,12 +183,12 @@ class CallbackDispatcher:
                                                       self.config.backoff_cap_s)
             failures.append(Failure(d.id, outcome.status, error, retry_in))
             if give_up:
-                summary.gave_up += 1
+                result.gave_up += 1
                 log.warning("callback given up job_id=%s delivery_id=%s attempt=%s: %s",
                             d.job_id, d.id, d.attempt, error,
                             extra={"job_id": d.job_id, "delivery_id": d.id, "attempt": d.attempt})
             else:
-                summary.failed += 1
+                result.failed += 1
                 log.info("callback failed job_id=%s delivery_id=%s attempt=%s, retry in %.0f s: %s",
                          d.job_id, d.id, d.attempt, retry_in, error,
                          extra={"job_id": d.job_id, "delivery_id": d.id, "attempt": d.attempt})

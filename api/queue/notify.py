@@ -19,6 +19,7 @@ import threading
 
 import psycopg
 
+from api.background import ReconnectingThread
 from api.queue import JOB_EVENTS_CHANNEL, NOTIFY_CHANNEL
 from api.queue.wakeup import WakeHub
 
@@ -106,50 +107,33 @@ class JobEventHub:
             return sum(len(followers) for followers in self._subscribers.values())
 
 
-class Listener:
+class Listener(ReconnectingThread):
     """A daemon thread holding ``LISTEN skyfleet_jobs`` and ``LISTEN skyfleet_job_events``,
     feeding a :class:`WakeHub` (claims) and a :class:`JobEventHub` (event streams)."""
 
+    thread_name = "skyfleet-listen"
+
     def __init__(self, dsn: str, hub: WakeHub, events: JobEventHub | None = None) -> None:
-        self._dsn = dsn
+        super().__init__(dsn, RECONNECT_DELAY_S)
         self._hub = hub
         self.events = events if events is not None else JobEventHub()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.connected = threading.Event()
 
-    def ensure_started(self) -> None:
-        """Start the thread once per process (safe to call on every request)."""
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="skyfleet-listen", daemon=True)
-                self._thread.start()
+    def work(self, conn: psycopg.Connection) -> None:
+        """Listen on both channels and hand every notification on until stopped."""
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        conn.execute(f"LISTEN {JOB_EVENTS_CHANNEL}")
+        self.connected.set()
+        # Anything may have arrived while we were not listening.
+        self._hub.wake_all()
+        self.events.wake_all()
+        while not self.stopping.is_set():
+            for note in conn.notifies(timeout=NOTIFY_POLL_S):
+                if note.channel == JOB_EVENTS_CHANNEL:
+                    self.events.publish(note.payload)
+                else:
+                    self._hub.dispatch(note.payload)
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._dsn, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    conn.execute(f"LISTEN {JOB_EVENTS_CHANNEL}")
-                    self.connected.set()
-                    # Anything may have arrived while we were not listening.
-                    self._hub.wake_all()
-                    self.events.wake_all()
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=NOTIFY_POLL_S):
-                            if note.channel == JOB_EVENTS_CHANNEL:
-                                self.events.publish(note.payload)
-                            else:
-                                self._hub.dispatch(note.payload)
-            except psycopg.Error:
-                self.connected.clear()
-                if self._stop.is_set():
-                    return
-                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
-                self._stop.wait(RECONNECT_DELAY_S)
+    def disconnected(self) -> None:
+        """Parked claims poll (``claim_poll_fallback_s``) until the connection is back."""
+        self.connected.clear()

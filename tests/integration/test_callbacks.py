@@ -26,7 +26,6 @@ from api.maintenance.callbacks import (
     CallbackDispatcher,
     CallbackDispatcherConfig,
     backoff_s,
-    callback_config,
 )
 from storage.netguard import AddressGuard
 from tests.integration.conftest import As, claim, register, report, submit
@@ -120,7 +119,7 @@ def dispatcher_factory(app: Flask, engine: Engine) -> Iterator[Callable[..., Cal
     context = app.extensions[EXTENSION_KEY]
 
     def make(guard: AddressGuard | None = None, **overrides: Any) -> CallbackDispatcher:
-        base = callback_config(context.settings)
+        base = CallbackDispatcherConfig.from_settings(context.settings)
         config = CallbackDispatcherConfig(**{**base.__dict__, **overrides})
         dispatcher = CallbackDispatcher(engine, config, guard or context.guard)
         made.append(dispatcher)

@@ -197,14 +197,14 @@ def test_a_jobs_page_shows_its_callback_deliveries(app, alice, engine):
 def test_ended_sessions_are_pruned(app, alice, engine):
     from sqlalchemy import text
 
-    from api.maintenance.pruner import Pruner, PrunerConfig
+    from api.maintenance.records import ConsoleSessionPruner
 
     sign_in(app, "alice@example.org")
     sign_in(app, "alice@example.org")
     with engine.begin() as conn:  # one idle for nine hours
         conn.execute(text("UPDATE console_sessions SET last_seen_at = now() - interval '9 hours' "
                           "WHERE id_hash = (SELECT min(id_hash) FROM console_sessions)"))
-    Pruner(engine, PrunerConfig()).run_once()
+    assert ConsoleSessionPruner(engine).run_once().deleted == 1
     with engine.begin() as conn:
         assert conn.execute(text("SELECT count(*) FROM console_sessions")).scalar_one() == 1
 

@@ -7,7 +7,9 @@ import time
 
 from sqlalchemy import text
 
-from api.maintenance.rescuer import Rescuer, RescuerConfig
+from api.maintenance.grace import OutageGraceConfig
+from api.maintenance.reaper import WorkerReaper, WorkerReaperConfig
+from api.maintenance.rescuer import LeaseRescuer, LeaseRescuerConfig
 from tests.helpers import job_row
 from tests.integration.conftest import As, claim, make_account, register, report, submit
 
@@ -30,7 +32,7 @@ def test_rescued_attempt_cannot_report_and_the_new_attempt_stands(app, alice, wo
     new_worker = register(other, name="new")
     (old,) = claim(worker_account, old_worker)
     _expire(engine, job["id"])
-    rescued = Rescuer(engine).run_once().rescued
+    rescued = LeaseRescuer(engine).run_once().rescued
     assert rescued == [(job["id"], "sleep", "PENDING")]
     assert job_row(engine, job["id"])["error"]["code"] == "LEASE_EXPIRED"
     _make_due(engine, job["id"])
@@ -81,7 +83,7 @@ def test_rescue_times_out_when_attempts_are_exhausted(alice, worker_account, eng
         (c,) = claim(worker_account, wid)
         assert c["attempt"] == attempt
         _expire(engine, job["id"])
-        Rescuer(engine).run_once()
+        LeaseRescuer(engine).run_once()
     row = job_row(engine, job["id"])
     assert row["status"] == "TIMED_OUT" and row["finished_at"] is not None
 
@@ -92,7 +94,7 @@ def test_rescue_leaves_live_leases_alone_and_works_in_batches(alice, worker_acco
     claim(worker_account, wid, max_jobs=5)
     for job in jobs[:3]:
         _expire(engine, job["id"])
-    rescuer = Rescuer(engine, RescuerConfig(batch_size=2))
+    rescuer = LeaseRescuer(engine, LeaseRescuerConfig(batch_size=2))
     assert len(rescuer.run_once().rescued) == 2
     assert len(rescuer.run_once().rescued) == 1
     assert rescuer.run_once().rescued == []
@@ -106,7 +108,7 @@ def test_a_worker_holding_a_stale_and_the_live_attempt_of_one_job_keeps_only_the
     worker = register(worker_account)
     (stale,) = claim(worker_account, worker)
     _expire(engine, job["id"])
-    Rescuer(engine).run_once()
+    LeaseRescuer(engine).run_once()
     _make_due(engine, job["id"])
     (live,) = claim(worker_account, worker)  # the same worker, the same job, attempt 2
 
@@ -118,11 +120,18 @@ def test_a_worker_holding_a_stale_and_the_live_attempt_of_one_job_keeps_only_the
     assert job_row(engine, job["id"])["status"] == "SUCCEEDED"
 
 
-def test_silent_workers_are_marked_lost(alice, worker_account, engine):
+def test_silent_workers_are_marked_lost(settings, alice, worker_account, engine):
     wid = register(worker_account)
+    quiet = register(worker_account, name="quiet")
+    lost_after_s = settings.worker_lost_after_s
     with engine.begin() as conn:
-        conn.execute(text("UPDATE workers SET last_heartbeat_at = now() - interval '1 hour'"))
-    assert Rescuer(engine).run_once().workers_lost == 1
+        conn.execute(text("UPDATE workers SET last_heartbeat_at = now() - make_interval(secs => :s) WHERE id = :id"),
+                     {"s": lost_after_s + 1, "id": wid})
+        conn.execute(text("UPDATE workers SET last_heartbeat_at = now() - make_interval(secs => :s) WHERE id = :id"),
+                     {"s": lost_after_s - 5, "id": quiet})
+    reaper = WorkerReaper(engine, WorkerReaperConfig(lost_after_s=lost_after_s))
+    assert reaper.run_once().workers_lost == 1  # silent past worker_lost_after_s; the quiet one is not lost
+    assert reaper.run_once().workers_lost == 0
     response = worker_account.post(f"/api/workers/{wid}/claim", {"max_jobs": 1})
     assert response.status_code == 409 and response.json["error"]["code"] == "WORKER_GONE"
 
@@ -135,13 +144,13 @@ def test_a_job_whose_worker_vanished_runs_again_first_then_backs_off(alice, work
     (first,) = claim(worker_account, wid, max_jobs=1)
     assert first["job_id"] == job["id"]
     _expire(engine, job["id"])
-    assert Rescuer(engine).run_once().rescued == [(job["id"], "sleep", "PENDING")]
+    assert LeaseRescuer(engine).run_once().rescued == [(job["id"], "sleep", "PENDING")]
 
     (again,) = claim(worker_account, wid, max_jobs=1)
     assert (again["job_id"], again["attempt"]) == (job["id"], 2)  # not behind the 20 waiting jobs
 
     _expire(engine, job["id"])
-    Rescuer(engine).run_once()
+    LeaseRescuer(engine).run_once()
     row = job_row(engine, job["id"])
     assert row["status"] == "PENDING"
     with engine.connect() as conn:
@@ -164,7 +173,7 @@ def test_after_a_start_or_an_outage_leases_get_a_grace_to_be_heartbeated(alice, 
     wid = register(worker_account)
     claimed = {c["job_id"]: c for c in claim(worker_account, wid, max_jobs=2)}
     clock = _Clock()
-    rescuer = Rescuer(engine, RescuerConfig(outage_grace_s=8, outage_after_s=3), clock=clock)
+    rescuer = LeaseRescuer(engine, LeaseRescuerConfig(grace=OutageGraceConfig(grace_s=8, after_s=3)), clock=clock)
     for job in (held, abandoned):
         _expire(engine, job["id"])
 
@@ -201,7 +210,8 @@ def test_a_claim_parked_before_its_workers_lease_lapsed_takes_no_job(app, alice,
     time.sleep(0.5)  # parked (nothing pending)
     _expire(engine, job["id"])
     started = time.monotonic()
-    assert Rescuer(engine).run_once().rescued == [(job["id"], "noop", "PENDING")]
+    result = LeaseRescuer(engine).run_once()
+    assert (result.rescued, result.workers_lapsed) == ([(job["id"], "noop", "PENDING")], 1)
     thread.join(10)
     assert time.monotonic() - started < 5, "the rescue's NOTIFY wakes the parked claim, which gives up"
     assert parked == [{"jobs": [], "drain": False, "results": []}]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from api.maintenance.pruner import Pruner, PrunerConfig
+from api.maintenance.records import DecisionPruner, RecordPrunerConfig
 from tests.helpers import count
 from tests.integration.conftest import As, claim, submit
 from tests.integration.fleet_helpers import (
@@ -159,7 +159,8 @@ def test_pruner_keeps_recent_decisions_per_pool(admin: As, manager: As, engine):
         conn.execute(text("""UPDATE fleet_decisions SET created_at = now() - interval '2 days'
                              WHERE reason = 'q-0'"""))
 
-    Pruner(engine, PrunerConfig(decisions_per_pool=12, decision_retention_s=86400)).run_once()
+    pruner = DecisionPruner(engine, RecordPrunerConfig(decisions_per_pool=12, decision_retention_s=86400))
+    assert pruner.run_once().deleted == 30 + 3 - 12 - 2
 
     assert count(engine, "fleet_decisions") == 12 + 2
     pools = {p["name"]: p for p in status(admin)["pools"]}

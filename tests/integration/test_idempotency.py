@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 import api.jobs.routes
 from api.auth.models import Role
 from api.errors import ServiceUnavailable, ValidationFailed
-from api.maintenance.pruner import Pruner, PrunerConfig
+from api.maintenance.records import IdempotencyKeyPruner, RecordPrunerConfig
 from api.queue import jobs as queue_jobs
 from tests.helpers import count, wait_for
 from tests.integration.conftest import As, claim, make_account, register, report
@@ -286,7 +286,7 @@ def test_keys_expire_after_their_ttl_and_the_pruner_deletes_them(alice, engine):
     with engine.begin() as conn:
         conn.execute(text("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'"))
 
-    Pruner(engine, PrunerConfig(idempotency_key_ttl_s=86400)).run_once()
+    assert IdempotencyKeyPruner(engine, RecordPrunerConfig(idempotency_key_ttl_s=86400)).run_once().deleted == 1
     assert [key for _, key, _ in stored_keys(engine)] == ["new"]
     assert post(alice, "/api/jobs", job_body("new"), "new").headers[REPLAYED] == "true"
 

@@ -7,7 +7,7 @@ import uuid
 
 from sqlalchemy import text
 
-from api.maintenance.rescuer import Rescuer
+from api.maintenance.rescuer import LeaseRescuer
 from tests.helpers import count, job_row
 from tests.integration.conftest import claim, register, report, submit
 
@@ -140,7 +140,7 @@ def test_cancelled_job_whose_worker_vanished_ends_cancelled(alice, worker_accoun
     with engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET lease_expires_at = now() - interval '1 second' "
                           "WHERE status = 'IN_PROGRESS'"))
-    Rescuer(engine).run_once()
+    LeaseRescuer(engine).run_once()
     assert job_row(engine, job["id"])["status"] == "CANCELLED"
 
 

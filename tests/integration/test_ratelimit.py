@@ -15,7 +15,7 @@ from sqlalchemy import text
 from api.auth import service as accounts
 from api.auth.models import Role
 from api.context import EXTENSION_KEY
-from api.maintenance.pruner import Pruner
+from api.maintenance.records import RateLimitWindowPruner
 from tests.helpers import wait_for
 from tests.integration.conftest import PASSWORD, As, claim, make_account, register
 
@@ -276,7 +276,7 @@ def test_pruner_deletes_ended_windows(app, engine):
     with engine.begin() as conn:
         conn.execute(text("""INSERT INTO rate_limit_counters (key, window_start, hits) VALUES
                              ('ip:old', now() - interval '1 hour', 5), ('ip:new', date_trunc('minute', now()), 1)"""))
-    Pruner(engine).run_once()
+    assert RateLimitWindowPruner(engine).run_once().deleted == 1
     with engine.connect() as conn:
         keys = conn.execute(text("SELECT key FROM rate_limit_counters")).scalars().all()
     assert keys == ["ip:new"]
