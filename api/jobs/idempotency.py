@@ -33,8 +33,6 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 #: Printable ASCII, space included (what an HTTP header value can carry unambiguously).
 _KEY_SYNTAX = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
-#: How long a key is remembered (settings.idempotency_key_ttl_s).
-IDEMPOTENCY_KEY_TTL_S = 86400.0
 PRUNE_BATCH = 1000
 PRUNE_MAX_BATCHES = 20
 

@@ -15,9 +15,9 @@ from typing import Self
 from sqlalchemy import Engine
 
 from api.auth.sessions import prune_sessions
-from api.config import PRUNE_INTERVAL_S, Settings
+from api.config import IDEMPOTENCY_KEY_TTL_S, PRUNE_INTERVAL_S, Settings
 from api.fleet.service import DECISION_RETENTION_S, DECISIONS_KEPT_PER_POOL, prune_decisions
-from api.jobs.idempotency import IDEMPOTENCY_KEY_TTL_S, prune_keys
+from api.jobs.idempotency import prune_keys
 from api.ratelimit.service import prune_counters
 
 log = logging.getLogger(__name__)
