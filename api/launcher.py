@@ -175,6 +175,19 @@ def manager_env(cfg: LaunchConfig, api_url: str, storage_env: dict[str, str]) ->
     return env
 
 
+def check_settings(api_env: Mapping[str, str], manager_environ: Mapping[str, str] | None) -> None:
+    """Every component's settings, read as each will read them, before any starts: a bad value
+    stops ``skyfleet run`` with the variable's name rather than a process dying in the background."""
+    from api.config import load_settings
+    from manager.config import load_manager_settings
+    from worker.config import load_worker_settings
+
+    load_settings(api_env)
+    if manager_environ is not None:
+        load_manager_settings(manager_environ)
+        load_worker_settings(manager_environ)  # what the local workers inherit
+
+
 def run(cfg: LaunchConfig) -> int:
     """Run the fleet in the foreground until Ctrl-C or SIGTERM."""
     url, key_env, embedded, notes = prepare(cfg)
@@ -194,13 +207,15 @@ def run(cfg: LaunchConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        manager_environ = manager_env(cfg, api_url, storage_env)
+        check_settings(env, manager_environ if cfg.workers else None)
         api = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"], env=env
         )
         procs.append(api)
         _wait_ready(api_url, api)
         if cfg.workers:
-            manager = subprocess.Popen([sys.executable, "-m", "manager"], env=manager_env(cfg, api_url, storage_env))
+            manager = subprocess.Popen([sys.executable, "-m", "manager"], env=manager_environ)
             procs.append(manager)
         print(f"\nskyfleet is running: the console at {api_url}/  (API docs: {api_url}/api/docs)", flush=True)
         for line in notes:

@@ -101,3 +101,18 @@ def test_every_component_reads_the_same_file(tmp_path: Path, jwt_private_key: st
     assert (worker.api_url, worker.concurrency, worker.claim_batch, worker.password) == ("http://api:8000", 2, 2, "pw")
     assert worker.storage_dir == "/srv/skyfleet"
     assert (manager.api_url, manager.tick_s, manager.lease_ttl_s, manager.email) == ("http://api:8000", 2.0, 6.0, "m@x")
+
+
+def test_skyfleet_run_checks_every_components_settings_first(jwt_private_key: str):
+    from api.launcher import check_settings
+
+    api_env = {"DATABASE_URL": "postgresql://db/x", "SKYFLEET_JWT_PRIVATE_KEY": jwt_private_key}
+    services = {"SKYFLEET_API_URL": "http://127.0.0.1:8000", "SKYFLEET_MANAGER_EMAIL": "m@x",
+                "SKYFLEET_MANAGER_PASSWORD": "m", "SKYFLEET_WORKER_EMAIL": "w@x", "SKYFLEET_WORKER_PASSWORD": "w"}
+    check_settings(api_env, services)
+    with pytest.raises(ConfigError, match="SKYFLEET_LEASE_S must be positive"):
+        check_settings(api_env | {"SKYFLEET_LEASE_S": "0"}, None)
+    with pytest.raises(ConfigError, match="SKYFLEET_WORKER_CONCURRENCY must be at least 1"):
+        check_settings(api_env, services | {"SKYFLEET_WORKER_CONCURRENCY": "0"})
+    with pytest.raises(ConfigError, match="SKYFLEET_MANAGER_TICK_S must be positive"):
+        check_settings(api_env, services | {"SKYFLEET_MANAGER_TICK_S": "0"})
