@@ -76,7 +76,7 @@ class Workers(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Registered workers, newest first, with their state and the jobs each holds; ``meta.pagination``.
 
-        A worker is ``lost`` once it has not heartbeated for a lease (its jobs were taken back)."""
+        A worker is ``lost`` once silent for ``Settings.worker_lost_after_s`` (its jobs were taken back)."""
         c = ctx()
         with c.transaction() as conn:
             workers, total = views.list_workers(conn, args["page"], args["limit"], args["state"],

@@ -31,7 +31,7 @@ class QueuesSchema(ApiSchema):
 
 class WorkerListArgs(PageArgs):
     state = fields.String(load_default=None, validate=validate.OneOf(WORKER_STATES),
-                          metadata={"description": "live, lost (silent for a lease) or stopped."})
+                          metadata={"description": "live, lost (silent for SKYFLEET_MAX_CLAIM_WAIT_S + two leases: its jobs were taken back) or stopped."})
 
 
 class WorkerViewSchema(ApiSchema):

@@ -66,7 +66,7 @@ class QueueCollector(Collector):
             running.add_metric([s.type], s.in_progress)
             oldest.add_metric([s.type], s.oldest_pending_age_s)
         fleet = GaugeMetricFamily("skyfleet_workers",
-                                  "Registered workers not stopped: live, or lost (silent for a whole lease).",
+                                  "Registered workers not stopped: live, or lost (silent for the claim wait and two leases).",
                                   labels=["state"])
         for state, n in sorted(workers.items()):
             fleet.add_metric([state], n)
