@@ -19,12 +19,15 @@ from typing import Any, Self
 from skyfleet_client.errors import (
     BadRequest,
     Conflict,
+    CredentialsRefused,
     Forbidden,
     JobFailed,
     LimitExceeded,
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    Rejected,
+    ServerError,
     SkyfleetError,
     Unauthorized,
     Unavailable,
@@ -34,8 +37,9 @@ from skyfleet_client.files import Files
 from skyfleet_client.http import Session
 from skyfleet_client.jobs import Job, Jobs
 
-__all__ = ["BadRequest", "Client", "Conflict", "Forbidden", "Job", "JobFailed", "LimitExceeded", "NotFound",
-           "PayloadTooLarge", "RateLimited", "SkyfleetError", "Unauthorized", "Unavailable", "ValidationFailed"]
+__all__ = ["BadRequest", "Client", "Conflict", "CredentialsRefused", "Forbidden", "Job", "JobFailed", "LimitExceeded",
+           "NotFound", "PayloadTooLarge", "RateLimited", "Rejected", "ServerError", "Session",
+           "SkyfleetError", "Unauthorized", "Unavailable", "ValidationFailed"]
 
 _UNSET: Any = object()
 

@@ -19,23 +19,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from skyfleet_client import Client, credentials
-from skyfleet_client.errors import (
-    Conflict,
-    Forbidden,
-    JobFailed,
-    LimitExceeded,
-    NotFound,
-    SkyfleetError,
-    Unauthorized,
-    Unavailable,
-    ValidationFailed,
-)
+from skyfleet_client import Client, credentials, errors
 
 OK, JOB_FAILED, BAD_INPUT, NOT_FOUND, NOT_ALLOWED, CONFLICT, UNAVAILABLE = range(7)
-_CODES: list[tuple[type[SkyfleetError], int]] = [
-    (JobFailed, JOB_FAILED), (ValidationFailed, BAD_INPUT), (NotFound, NOT_FOUND), (Unauthorized, NOT_ALLOWED),
-    (Forbidden, NOT_ALLOWED), (Conflict, CONFLICT), (LimitExceeded, CONFLICT), (Unavailable, UNAVAILABLE)]
+#: The exit code of each error (the first that matches); any other is BAD_INPUT.
+_CODES: list[tuple[type[errors.SkyfleetError], int]] = [
+    (errors.JobFailed, JOB_FAILED), (errors.ValidationFailed, BAD_INPUT), (errors.NotFound, NOT_FOUND),
+    (errors.Unauthorized, NOT_ALLOWED), (errors.Forbidden, NOT_ALLOWED), (errors.CredentialsRefused, NOT_ALLOWED),
+    (errors.Conflict, CONFLICT), (errors.LimitExceeded, CONFLICT), (errors.Unavailable, UNAVAILABLE)]
 
 out = Console()
 err = Console(stderr=True)
@@ -70,8 +61,8 @@ class Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except SkyfleetError as exc:
-            fields = exc.fields if isinstance(exc, ValidationFailed) else {}
+        except errors.SkyfleetError as exc:
+            fields = exc.fields if isinstance(exc, errors.ValidationFailed) else {}
             detail = "; ".join(f"{f}: {' '.join(m)}" for f, m in fields.items())
             err.print(f"skyfleet: {exc.code}: {detail or exc.message}", markup=False, highlight=False)
             ctx.exit(next((code for kind, code in _CODES if isinstance(exc, kind)), BAD_INPUT))
