@@ -1,41 +1,42 @@
-"""The manager's HTTP client of the API (``/api/manager/*``) with its MANAGER service account.
+"""The manager's client of the API (``/api/manager/*``), as its MANAGER service account.
 
-It logs in on first use and again on a 401, retries connection errors, 5xx and 429 with
-backoff for a bounded time (a tick must not hang on a dead API), and unwraps the
-``{success, data}`` envelope. Modelled on the worker's client; the two components share no code.
+The endpoints of the manager's contract, under :data:`MANAGER_POLICY`: connection errors,
+5xx and 429 are retried with backoff for a bounded time — a tick must not hang on a dead API
+— after which the call raises :class:`~skyfleet_client.errors.Unavailable` and the tick holds.
+Logging in, renewing the token and the retrying itself are the client base's,
+:class:`skyfleet_client.http.Session`, which the worker's client shares.
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import time
+import dataclasses
 from typing import Any
 
-import requests
+from skyfleet_client.errors import Conflict
+from skyfleet_client.http import Session
+from skyfleet_client.retry import RetryPolicy
 
-from manager.errors import ApiRejected, ApiUnavailable
-
-log = logging.getLogger(__name__)
-
-RETRY_BASE_S = 0.25
-RETRY_CAP_S = 2.0
 #: How long one call keeps retrying before the tick gives up on it (and holds).
 RETRY_FOR_S = 4.0
 
+MANAGER_POLICY = RetryPolicy(
+    transient_statuses=frozenset({429, *range(500, 600)}),
+    # Every manager request is safe to repeat: pools and decisions are upserts, a drain or a lease
+    # taken twice is taken once.
+    resend_unsafe=True,
+    retry_for_s=RETRY_FOR_S,
+    backoff_base_s=0.25,
+    backoff_cap_s=2.0,
+)
+
 
 class ManagerApi:
-    """One requests session, one bearer token; used from the manager's single loop thread."""
+    """The manager's endpoints; used from the manager's single loop thread."""
 
     def __init__(self, api_url: str, email: str, password: str, timeout_s: float = 10.0,
                  retry_for_s: float = RETRY_FOR_S) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.email, self.password = email, password
-        self.timeout_s, self.retry_for_s = timeout_s, retry_for_s
-        self._session = requests.Session()
-        self._token: str | None = None
-
-    # -- the contract's endpoints ---------------------------------------------------------
+        self.session = Session(api_url, email=email, password=password, timeout_s=timeout_s,
+                               policy=dataclasses.replace(MANAGER_POLICY, retry_for_s=retry_for_s))
 
     def report_pools(self, pools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``PUT /api/manager/pools``: the validated configuration; answers the pools with overrides."""
@@ -71,10 +72,8 @@ class ManagerApi:
         """``POST /api/manager/lease``: (True, lease) if this holder has it; (False, details) if not."""
         try:
             return True, self._call("POST", "/api/manager/lease", {"holder": holder, "ttl_s": ttl_s})
-        except ApiRejected as exc:
-            if exc.status == 409:
-                return False, exc.details
-            raise
+        except Conflict as exc:
+            return False, exc.details
 
     def release_lease(self, holder: str) -> None:
         """``POST /api/manager/lease/release``: free the lease if this holder has it (one quick try)."""
@@ -82,58 +81,9 @@ class ManagerApi:
 
     def close(self) -> None:
         """Close the keep-alive connection."""
-        self._session.close()
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _login(self) -> str:
-        response = self._session.post(f"{self.api_url}/api/auth/login",
-                                      json={"email": self.email, "password": self.password},
-                                      timeout=self.timeout_s)
-        if response.status_code != 200:
-            error = _json(response).get("error", {})
-            if response.status_code >= 500 or response.status_code == 429:
-                raise requests.ConnectionError(f"login: HTTP {response.status_code}")
-            raise ApiRejected(response.status_code, error.get("code", "ERROR"),
-                              f"login as {self.email} failed: {error.get('message', '')}")
-        self._token = str(response.json()["data"]["access_token"])
-        return self._token
+        self.session.close()
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
               retry_for_s: float | None = None) -> dict[str, Any]:
-        """Send one request and return ``data``; ApiRejected on 4xx, ApiUnavailable when retries ran out."""
-        deadline = time.monotonic() + (self.retry_for_s if retry_for_s is None else retry_for_s)
-        delay = RETRY_BASE_S
-        relogged = False
-        while True:
-            try:
-                token = self._token or self._login()
-                response = self._session.request(method, f"{self.api_url}{path}", json=body,
-                                                 headers={"Authorization": f"Bearer {token}"},
-                                                 timeout=self.timeout_s)
-                if response.status_code == 401 and not relogged:
-                    relogged, self._token = True, None
-                    continue
-                if response.status_code < 400:
-                    data = _json(response).get("data")
-                    return data if isinstance(data, dict) else {}
-                if response.status_code < 500 and response.status_code != 429:
-                    error = _json(response).get("error", {})
-                    raise ApiRejected(response.status_code, error.get("code", "ERROR"),
-                                      error.get("message", ""), error.get("details"))
-                reason = f"HTTP {response.status_code}"
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() + delay > deadline:
-                raise ApiUnavailable(f"{method} {path} failed: {reason}")
-            log.debug("%s %s failed (%s); retrying in %.2f s", method, path, reason, delay)
-            time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(RETRY_CAP_S, delay * 2)
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        data = self.session.call(method, path, json=body, retry_for_s=retry_for_s)
+        return data if isinstance(data, dict) else {}

@@ -1,8 +1,9 @@
-"""The manager's domain errors; each docstring is its default message."""
+"""The manager's domain errors; each docstring is its default message.
+
+The API's answers are the client base's errors (:mod:`skyfleet_client.errors`).
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 
 class ManagerError(Exception):
@@ -10,18 +11,6 @@ class ManagerError(Exception):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
-
-
-class ApiUnavailable(ManagerError):
-    """The API could not be reached or kept failing (connection errors, 5xx, 429)."""
-
-
-class ApiRejected(ManagerError):
-    """The API answered with a 4xx error envelope; repeating the request will not help."""
-
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.details = status, code, details or {}
 
 
 class BackendError(ManagerError):

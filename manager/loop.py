@@ -25,9 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from skyfleet_client.errors import Rejected, SkyfleetError
+
 from manager.backends.base import Backend, Instance, Observation, revision_generation
 from manager.config import ManagerSettings, PoolConfig
-from manager.errors import ApiRejected, ApiUnavailable, BackendError
+from manager.errors import BackendError
 from manager.policy import (
     SCALE_IN,
     SCALE_OUT,
@@ -145,7 +147,7 @@ class Manager:
         if self.leader:
             try:
                 self.api.release_lease(self.settings.holder)
-            except (ApiUnavailable, ApiRejected) as exc:
+            except SkyfleetError as exc:
                 log.warning("could not release the manager lease: %s", exc)
             self.leader = False
         for runtime in self.pools.values():
@@ -167,7 +169,7 @@ class Manager:
             overrides = {p["name"]: p for p in self._pool_overrides()}
             queues = self.api.queues()
             workers = self.api.workers()
-        except (ApiUnavailable, ApiRejected) as exc:
+        except SkyfleetError as exc:
             api_error = f"API: {exc}"
             log.warning("cannot read the API (%s); every pool holds", exc)
         decisions = []
@@ -179,7 +181,7 @@ class Manager:
         if decisions:
             try:
                 self.api.record_decisions(decisions)
-            except (ApiUnavailable, ApiRejected) as exc:
+            except SkyfleetError as exc:
                 log.warning("could not record %d decision(s): %s", len(decisions), exc)
                 for runtime in self.pools.values():
                     runtime.last_recorded = None  # record again next tick
@@ -188,7 +190,7 @@ class Manager:
     def _hold_lease(self) -> bool:
         try:
             held, info = self.api.acquire_lease(self.settings.holder, self.settings.lease_ttl_s)
-        except (ApiUnavailable, ApiRejected) as exc:
+        except SkyfleetError as exc:
             # Without the API there is nothing to act on anyway; the lease lapses and is renewed later.
             log.warning("cannot renew the manager lease: %s", exc)
             return False
@@ -207,7 +209,7 @@ class Manager:
                 answer = self.api.report_pools([p.report() for p in self.settings.pools])
                 self._reported = True
                 return answer
-            except ApiRejected as exc:
+            except Rejected as exc:
                 log.error("the API refused the pool configuration (%s); using its stored pools", exc)
         return self.api.pools()
 
@@ -360,7 +362,7 @@ class Manager:
             return []
         try:
             drained = set(self.api.drain(old, only_idle=False))
-        except (ApiUnavailable, ApiRejected) as exc:
+        except SkyfleetError as exc:
             log.warning("pool %s: could not drain old-generation workers %s: %s", rt.pool.name, old, exc)
             return []
         log.info("pool %s: drained workers %s of an older generation than %d", rt.pool.name, sorted(drained),
@@ -400,7 +402,7 @@ class Manager:
         if chosen:
             try:
                 drained = self.api.drain(chosen, only_idle=True)
-            except (ApiUnavailable, ApiRejected) as exc:
+            except SkyfleetError as exc:
                 reason += f"; drain failed: {exc}"
         for worker_id in drained:
             # Its grace runs from now: drained idle, it should exit within one long poll.

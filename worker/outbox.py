@@ -23,8 +23,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from skyfleet_client.errors import CredentialsRefused, Rejected, Unavailable
+from skyfleet_client.retry import Backoff
+
 from jobtypes import protocol
-from worker.client import RETRY_BASE_S, ApiRejected, ApiUnavailable, Backoff, CredentialsRefused
+from worker.client import RETRY_BASE_S, RETRY_CAP_S
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ REPORT_TRIES = 3
 #: nothing is dropped for them, the reports wait and are sent again later.
 NOT_THE_BATCH = frozenset({401, 403})
 
-#: Sends reports to the API, returns its outcomes; raises ApiRejected or ApiUnavailable.
+#: Sends reports to the API, returns its outcomes; raises Rejected, Unavailable or CredentialsRefused.
 Send = Callable[[list[protocol.Report]], list[protocol.Outcome]]
 #: Told of reports that are done with (accepted, stale or dropped): their leases are no longer the worker's.
 Forget = Callable[[list[protocol.Report]], None]
@@ -114,7 +117,7 @@ class Outbox:
     def run(self, refused: Callable[[CredentialsRefused], None]) -> None:
         """The reporter thread: sends what the claim loop has not carried within REPORT_DELAY_S
         (it is long-polling), backing off while nothing gets through."""
-        backoff = Backoff(base=self._backoff_base_s)
+        backoff = Backoff(self._backoff_base_s, RETRY_CAP_S)
         while True:
             self.ready.wait()
             time.sleep(REPORT_DELAY_S)
@@ -137,7 +140,7 @@ class Outbox:
     def flush(self, within_s: float) -> None:
         """At shutdown: send everything still waiting, for at most ``within_s``."""
         deadline = time.monotonic() + within_s
-        backoff = Backoff(base=self._backoff_base_s)
+        backoff = Backoff(self._backoff_base_s, RETRY_CAP_S)
         while time.monotonic() < deadline and not self.idle():
             batch = self.take()
             if not batch:
@@ -158,7 +161,7 @@ class Outbox:
                 part = parts[-1]
                 try:
                     outcomes = self._send_with_tries(part)
-                except ApiRejected as exc:
+                except Rejected as exc:
                     if exc.status in NOT_THE_BATCH:
                         log.warning("results refused: %s; they wait", exc)
                         return False
@@ -172,18 +175,18 @@ class Outbox:
                 parts.pop()
                 self.settle(part, outcomes)
             return True
-        except ApiUnavailable:
+        except Unavailable:
             return False
         finally:
             self.give_back([p for part in parts for p in part])
 
     def _send_with_tries(self, part: list[Pending]) -> list[protocol.Outcome]:
-        backoff = Backoff(base=self._backoff_base_s)
+        backoff = Backoff(self._backoff_base_s, RETRY_CAP_S)
         tries = 1
         while True:
             try:
                 return self._send([p.report for p in part])
-            except ApiRejected as exc:
+            except Rejected as exc:
                 if tries >= REPORT_TRIES or exc.status in NOT_THE_BATCH:
                     raise
                 tries += 1
@@ -192,7 +195,7 @@ class Outbox:
                             len(part), exc, tries, REPORT_TRIES, delay)
                 time.sleep(delay)
 
-    def _drop(self, pending: Pending, exc: ApiRejected) -> None:
+    def _drop(self, pending: Pending, exc: Rejected) -> None:
         job_id, attempt, _ = pending.key
         log.error("job %s attempt %s: the API cannot process its report (%s); dropped, its lease will lapse",
                   job_id, attempt, exc, extra={"job_id": job_id, "attempt": attempt})

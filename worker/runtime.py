@@ -26,12 +26,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from skyfleet_client.errors import CredentialsRefused, Rejected, SkyfleetError, Unavailable
+from skyfleet_client.retry import Backoff
 
 from jobtypes import protocol
 from storage import StorageError, open_storage
 from storage.netguard import AddressGuard
-from worker.client import ApiClient, ApiError, ApiRejected, ApiUnavailable, Backoff, CredentialsRefused
+from worker.client import RETRY_BASE_S, RETRY_CAP_S, WorkerApi, read
 from worker.config import WorkerSettings
 from worker.ecs import task_identity
 from worker.executor import Executor, Outcome, Task, failure
@@ -69,14 +72,14 @@ class Worker:
         #: The API no longer knows this worker: the claim loop registers it again.
         self._lost = threading.Event()
         self._refusal: CredentialsRefused | None = None
-        self.client = ApiClient(settings, self.stopping)
+        self.client = WorkerApi(settings, self.stopping)
         self.worker_id: int | None = None
         self.heartbeat_interval_s = 2.0
         self._leases: dict[uuid.UUID, Lease] = {}
         self._lock = threading.Lock()
         self._busy = 0
         self._slot_freed = threading.Event()
-        self._claim_backoff = Backoff()
+        self._claim_backoff = Backoff(RETRY_BASE_S, RETRY_CAP_S)
         # Finished attempts waiting to be reported; the next claim usually carries them.
         self.outbox = Outbox(self._post_results, self._forget, settings.result_batch)
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="job")
@@ -91,26 +94,27 @@ class Worker:
     def register(self) -> None:
         """Register with the API, trying until it answers or the worker is told to stop.
 
-        Raises ApiUnavailable if told to stop first, CredentialsRefused for wrong credentials
+        Raises Unavailable if told to stop first, CredentialsRefused for wrong credentials
         or an account that may not run workers (403).
         """
         s = self.settings
         attributes = {k: v for k, v in {"pool": s.pool, "revision": s.revision, "launch_id": s.launch_id}.items() if v}
-        body = protocol.dump(protocol.Register(
+        body = protocol.Register(
             name=s.name, job_types=list(s.job_types), concurrency=s.concurrency, hostname=socket.gethostname(),
-            pid=os.getpid(), attributes=attributes or None, **task_identity(s.ecs_metadata_uri)))
-        backoff = Backoff()
+            pid=os.getpid(), attributes=attributes or None, **task_identity(s.ecs_metadata_uri))
+        backoff = Backoff(RETRY_BASE_S, RETRY_CAP_S)
         while True:
             try:
-                data = _answer(protocol.Registered, self.client.post("/api/workers", body))
+                data = self.client.register(body)
                 break
-            except ApiRejected as exc:
+            except Rejected as exc:
                 if exc.status == 403:
-                    raise CredentialsRefused(f"{s.email} may not register workers ({exc})") from exc
+                    raise CredentialsRefused(f"{s.email} may not register workers ({exc})", exc.code,
+                                             exc.status) from exc
                 delay = backoff.next_delay()
                 log.error("registration rejected: %s; retrying in %.1f s", exc, delay)
                 if self.stopping.wait(delay):
-                    raise ApiUnavailable("stopped before registering") from exc
+                    raise Unavailable("stopped before registering") from exc
         self.worker_id = data.id
         self._lost.clear()
         self.heartbeat_interval_s = data.heartbeat_interval_s
@@ -132,7 +136,7 @@ class Worker:
             self._work()
         except CredentialsRefused as exc:
             self._refused(exc)
-        except ApiUnavailable:
+        except Unavailable:
             log.info("stopped while the API was unreachable")
         self._shutdown()
         return EXIT_REFUSED if self._refusal else 0
@@ -166,12 +170,11 @@ class Worker:
         """One claim, carrying the reports waiting; its jobs, or None if it failed."""
         batch = self.outbox.take(for_claim=True)
         body = protocol.Claim(max_jobs=max_jobs, wait_s=self.settings.claim_wait_s, results=[p.report for p in batch])
+        assert self.worker_id is not None
         try:
-            answer = _answer(protocol.ClaimAnswer, self.client.post(
-                f"/api/workers/{self.worker_id}/claim", protocol.dump(body),
-                timeout=self.settings.claim_wait_s + self.settings.http_timeout_s,
-            ))
-        except ApiRejected as exc:
+            answer = self.client.claim(self.worker_id, body,
+                                       timeout_s=self.settings.claim_wait_s + self.settings.http_timeout_s)
+        except Rejected as exc:
             if exc.status in WORKER_GONE:
                 self.outbox.give_back(batch)
                 self._lost.set()
@@ -186,7 +189,7 @@ class Worker:
                 log.warning("claim rejected: %s; retrying in %.1f s", exc, delay)
                 self.stopping.wait(delay)
             return None
-        except ApiUnavailable:  # only once told to stop: the loop ends
+        except Unavailable:  # only once told to stop: the loop ends
             self.outbox.give_back(batch)
             return None
         except CredentialsRefused:
@@ -222,6 +225,7 @@ class Worker:
 
     def _say_goodbye(self) -> None:
         """Release what still runs, flush the reports, deregister: each bounded, each best effort."""
+        assert self.worker_id is not None
         with self._lock:
             unfinished = [c for c in self._leases.values() if not c.finished]
         for lease in unfinished:
@@ -229,17 +233,16 @@ class Worker:
         if unfinished:
             running = [protocol.RunningJob(job_id=c.job_id, attempt=c.attempt, token=c.token) for c in unfinished]
             try:
-                self.client.post(f"/api/workers/{self.worker_id}/release",
-                                 protocol.dump(protocol.Release(jobs=running)), retry_for_s=10)
-            except ApiError:
+                self.client.release(self.worker_id, protocol.Release(jobs=running), retry_for_s=10)
+            except SkyfleetError:
                 log.warning("could not release jobs %s; their leases will lapse", [c.job_id for c in unfinished])
         try:
             self.outbox.flush(self.settings.stop_grace_s)
         except CredentialsRefused as exc:
             self._refused(exc)
         try:
-            self.client.post(f"/api/workers/{self.worker_id}/deregister", {}, retry_for_s=5)
-        except ApiError:
+            self.client.deregister(self.worker_id, retry_for_s=5)
+        except SkyfleetError:
             log.warning("could not deregister")
 
     # -- executing ---------------------------------------------------------------------
@@ -305,19 +308,19 @@ class Worker:
     def _post_results(self, reports: list[protocol.Report]) -> list[protocol.Outcome]:
         """Send reports by the results endpoint; the API's outcomes (none accepted on a 404 or 409)."""
         retry_for_s = self.settings.stop_grace_s if self.stopping.is_set() else None
+        assert self.worker_id is not None
         try:
-            data = self.client.post(f"/api/workers/{self.worker_id}/results",
-                                    protocol.dump(protocol.Results(results=reports)), retry_for_s=retry_for_s)
-        except ApiRejected as exc:
+            answer = self.client.results(self.worker_id, protocol.Results(results=reports), retry_for_s=retry_for_s)
+            return answer.results
+        except Rejected as exc:
             if exc.status not in WORKER_GONE:
                 raise
             if exc.code == "WORKER_GONE" or exc.status == 404:  # the API no longer knows this worker
                 self._lost.set()
             try:  # a 409 for stale attempts lists their outcomes
-                return _answer(protocol.ResultsAnswer, {"results": exc.details.get("results") or []}).results
-            except ApiRejected:
+                return read(protocol.ResultsAnswer, {"results": exc.details.get("results") or []}).results
+            except Rejected:
                 return []
-        return _answer(protocol.ResultsAnswer, data).results
 
     def _forget(self, reports: list[protocol.Report]) -> None:
         """These reports are done with (accepted, stale or dropped): stop heartbeating their leases."""
@@ -331,9 +334,9 @@ class Worker:
         while not self._done.wait(self.heartbeat_interval_s):
             try:
                 self._heartbeat()
-            except ApiUnavailable as exc:
+            except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc)
-            except ApiRejected as exc:
+            except Rejected as exc:
                 log.warning("heartbeat rejected: %s", exc)
                 if exc.status in WORKER_GONE:
                     self._lost.set()
@@ -351,9 +354,9 @@ class Worker:
             # Idle: the open claim shows the API this worker is alive, and a drain answers it
             # at once. A fleet of idle workers costs the API one claim each per wait, no more.
             return
-        answer = _answer(protocol.HeartbeatAnswer, self.client.post(
-            f"/api/workers/{self.worker_id}/heartbeat", protocol.dump(protocol.Heartbeat(jobs=running)),
-            retry_for_s=self.heartbeat_interval_s))
+        assert self.worker_id is not None
+        answer = self.client.heartbeat(self.worker_id, protocol.Heartbeat(jobs=running),
+                                       retry_for_s=self.heartbeat_interval_s)
         if answer.drain:
             self.draining.set()
         for stop in answer.stop:
@@ -368,20 +371,8 @@ class Worker:
         with self._lock:
             first, self._refusal = self._refusal is None, self._refusal or exc
         if first:
-            log.error("%s; exiting", exc)
+            log.error("%s; check SKYFLEET_WORKER_EMAIL and SKYFLEET_WORKER_PASSWORD; exiting", exc)
         self.stopping.set()
-
-
-M = TypeVar("M", bound=protocol.Answer)
-
-
-def _answer(kind: type[M], data: Any) -> M:
-    """An answer of the API as the message it should be; one that is not is the API's error
-    (a 500 in effect: ApiRejected, handled like any refused request)."""
-    try:
-        return protocol.read(kind, data)
-    except protocol.ProtocolError as exc:
-        raise ApiRejected(500, "BAD_ANSWER", f"the API's answer is not a {kind.__name__}: {exc}") from None
 
 
 def _progress(progress: dict[str, Any] | None) -> protocol.Progress | None:

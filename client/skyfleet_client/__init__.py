@@ -36,9 +36,10 @@ from skyfleet_client.errors import (
 from skyfleet_client.files import Files
 from skyfleet_client.http import Session
 from skyfleet_client.jobs import Job, Jobs
+from skyfleet_client.retry import RetryPolicy
 
 __all__ = ["BadRequest", "Client", "Conflict", "CredentialsRefused", "Forbidden", "Job", "JobFailed", "LimitExceeded",
-           "NotFound", "PayloadTooLarge", "RateLimited", "Rejected", "ServerError", "Session",
+           "NotFound", "PayloadTooLarge", "RateLimited", "Rejected", "RetryPolicy", "ServerError", "Session",
            "SkyfleetError", "Unauthorized", "Unavailable", "ValidationFailed"]
 
 _UNSET: Any = object()

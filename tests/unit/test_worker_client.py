@@ -1,245 +1,30 @@
-"""The worker's client and outbox without a network: what is retried, what is refused, what is dropped."""
+"""The worker's client and outbox without a network: what the worker's policy waits out, what
+it reads, and what becomes of reports the API fails on (the retrying itself is tested with the
+client base, in test_http_session.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
-import json
-import threading
-import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-import requests
+from skyfleet_client.errors import Rejected, ServerError, Unauthorized, Unavailable
 
 from jobtypes import protocol
-from worker.client import (
-    RETRY_AFTER_CAP_S,
-    ApiClient,
-    ApiRejected,
-    ApiUnavailable,
-    Backoff,
-    CredentialsRefused,
-    parse_retry_after,
-)
-from worker.config import WorkerSettings
+from worker.client import WORKER_POLICY, read
 from worker.outbox import REPORT_TRIES, Outbox
 
-SETTINGS = WorkerSettings(api_url="http://api", email="w@example.org", password="pw", job_types=("noop",), name="t")
+
+def test_the_worker_waits_out_every_outage_until_it_is_told_to_stop():
+    assert WORKER_POLICY.retry_for_s is None
+    assert WORKER_POLICY.transient_statuses == {408, 429, 502, 503, 504}
+    assert WORKER_POLICY.may_resend("POST") and WORKER_POLICY.auth_failures_transient
 
 
-def _response(status: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-              ) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = json.dumps(body).encode() if body is not None else b""
-    response.headers.update(headers or {})
-    return response
-
-
-def _error(status: int, code: str = "ERROR", **headers: str) -> requests.Response:
-    return _response(status, {"success": False, "error": {"code": code, "message": "no"}}, headers)
-
-
-def _token(name: str) -> requests.Response:
-    return _response(200, {"success": True, "data": {"access_token": name}})
-
-
-OK = _response(200, {"success": True, "data": {"ok": True}})
-
-
-class FakeSession:
-    """Answers each POST with the next scripted response; records (path, token) of each."""
-
-    def __init__(self, *answers: requests.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.calls: list[tuple[str, str | None]] = []
-
-    def post(self, url: str, json: Any = None, headers: dict[str, str] | None = None,
-             timeout: float | None = None) -> requests.Response:
-        self.calls.append((url.removeprefix(SETTINGS.api_url), (headers or {}).get("Authorization")))
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
-class FakeTime:
-    """worker.client's clock: sleeping only moves it on."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-class FakeStop(threading.Event):
-    """The worker's stop event, its waits on the fake clock."""
-
-    def __init__(self, clock: FakeTime) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.clock.sleep(timeout or 0.0)
-        return self.is_set()
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime()
-    monkeypatch.setattr("worker.client.time", fake)
-    return fake
-
-
-def _client(session: FakeSession, clock: FakeTime) -> ApiClient:
-    client = ApiClient(SETTINGS, FakeStop(clock))
-    client._local.session = session
-    return client
-
-
-def test_a_login_answered_503_is_retried_like_any_outage(clock: FakeTime):
-    session = FakeSession(_error(503), requests.ConnectionError(), _token("t1"), OK)
-    assert _client(session, clock).post("/api/workers", {}) == {"ok": True}
-    assert [path for path, _ in session.calls] == ["/api/auth/login"] * 3 + ["/api/workers"]
-    assert len(clock.slept) == 2
-
-
-def test_a_token_that_expired_during_an_outage_is_renewed_when_the_api_returns(clock: FakeTime):
-    client = _client(FakeSession(_token("old"), OK), clock)
-    client.post("/api/workers/1/claim", {})
-    client._local.session = session = FakeSession(_error(401), _error(503), _error(503), _token("new"), OK)
-    assert client.post("/api/workers/1/claim", {}) == {"ok": True}
-    assert session.calls[0] == ("/api/workers/1/claim", "Bearer old")
-    assert session.calls[-1] == ("/api/workers/1/claim", "Bearer new")
-
-
-def test_a_fresh_token_refused_is_an_answer_not_a_loop(clock: FakeTime):
-    session = FakeSession(_token("t1"), _error(401), _token("t2"), _error(401, "UNAUTHORIZED"))
-    with pytest.raises(ApiRejected) as rejected:
-        _client(session, clock).post("/api/workers/1/claim", {})
-    assert rejected.value.status == 401
-    assert len(session.calls) == 4
-
-
-@pytest.mark.parametrize("status", [401, 403])
-def test_wrong_credentials_are_refused_at_once(status: int, clock: FakeTime):
-    with pytest.raises(CredentialsRefused, match="SKYFLEET_WORKER_PASSWORD"):
-        _client(FakeSession(_error(status)), clock).post("/api/workers", {})
-    assert clock.slept == []
-
-
-def test_a_500_is_an_answer_for_the_caller(clock: FakeTime):
-    session = FakeSession(_token("t"), _error(500, "INTERNAL_ERROR"))
-    with pytest.raises(ApiRejected) as rejected:
-        _client(session, clock).post("/api/workers/1/results", {"results": []})
-    assert rejected.value.status == 500 and clock.slept == []
-
-
-def _tokens(access: str, refresh: str, expires_in: int = 100) -> requests.Response:
-    return _response(200, {"success": True, "data": {"access_token": access, "refresh_token": refresh,
-                                                     "expires_in": expires_in}})
-
-
-def test_the_token_is_renewed_early_with_the_refresh_token_not_the_password(clock: FakeTime):
-    """A password login costs the API an argon2 hash; a fleet renewing by login at expiry stalls it."""
-    session = FakeSession(_tokens("a1", "r1"), OK, OK, _tokens("a2", "r2"), OK, _tokens("a3", "r3"), OK)
-    client = _client(session, clock)
-    client.post("/api/workers/1/heartbeat", {})
-    clock.now += 50  # before 60 % of the lifetime: nothing to renew
-    client.post("/api/workers/1/heartbeat", {})
-    clock.now += 31  # past 80 %
-    client.post("/api/workers/1/heartbeat", {})
-    clock.now += 81
-    client.post("/api/workers/1/heartbeat", {})
-    assert [path for path, _ in session.calls] == [
-        "/api/auth/login", "/api/workers/1/heartbeat", "/api/workers/1/heartbeat",
-        "/api/auth/refresh", "/api/workers/1/heartbeat", "/api/auth/refresh", "/api/workers/1/heartbeat"]
-    assert session.calls[-1][1] == "Bearer a3"
-
-
-def test_a_failed_early_renewal_keeps_the_valid_token(clock: FakeTime):
-    session = FakeSession(_tokens("a1", "r1"), OK, _error(503), OK)
-    client = _client(session, clock)
-    client.post("/api/workers/1/heartbeat", {})
-    clock.now += 85
-    assert client.post("/api/workers/1/heartbeat", {}) == {"ok": True}
-    assert session.calls[-1] == ("/api/workers/1/heartbeat", "Bearer a1")
-    assert clock.slept == []  # the heartbeat did not wait for the renewal
-
-
-def test_a_refused_refresh_token_falls_back_to_the_password(clock: FakeTime):
-    session = FakeSession(_tokens("a1", "r1"), OK, _error(401), _tokens("a2", "r2"), OK)
-    client = _client(session, clock)
-    client.post("/api/workers/1/heartbeat", {})
-    clock.now += 85
-    client.post("/api/workers/1/heartbeat", {})
-    assert [path for path, _ in session.calls][2:] == ["/api/auth/refresh", "/api/auth/login",
-                                                       "/api/workers/1/heartbeat"]
-    assert session.calls[-1][1] == "Bearer a2"
-
-
-@pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
-def test_transient_answers_are_retried(status: int, clock: FakeTime):
-    session = FakeSession(_token("t"), _error(status), _error(status), OK)
-    assert _client(session, clock).post("/api/workers/1/heartbeat", {}) == {"ok": True}
-    assert len(clock.slept) == 2
-
-
-def test_retry_after_is_honoured(clock: FakeTime):
-    session = FakeSession(_token("t"), _error(429, "RATE_LIMIT_EXCEEDED", **{"Retry-After": "7"}), OK)
-    _client(session, clock).post("/api/workers/1/claim", {})
-    assert 7 <= clock.slept[0] <= 7 * 1.2
-
-
-def test_a_bounded_call_gives_up_within_its_budget(clock: FakeTime):
-    session = FakeSession(_token("t"), *[_error(503)] * 20)
-    with pytest.raises(ApiUnavailable):
-        _client(session, clock).post("/api/workers/1/deregister", {}, retry_for_s=5)
-    assert clock.now == pytest.approx(5)  # the last try at the deadline, none after it
-
-
-def test_an_unbounded_call_ends_when_the_worker_is_told_to_stop(clock: FakeTime):
-    client = _client(FakeSession(requests.Timeout()), clock)
-    client._stop.set()
-    with pytest.raises(ApiUnavailable, match="stopping"):
-        client.post("/api/workers", {})
-
-
-def test_an_answer_without_an_envelope_is_not_taken_for_data(clock: FakeTime):
-    session = FakeSession(_token("t"), _response(200, None), OK)
-    assert _client(session, clock).post("/api/workers/1/claim", {}) == {"ok": True}
-
-
-def test_retry_after_parsing():
-    assert parse_retry_after("3") == 3.0
-    assert parse_retry_after("-5") == 0.0
-    assert parse_retry_after("1e9") == RETRY_AFTER_CAP_S
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("nan") is None
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
-    assert 55 <= (parse_retry_after(email.utils.format_datetime(later)) or 0) <= 60
-
-
-def test_backoff_doubles_with_jitter_up_to_its_cap():
-    backoff = Backoff(base=1.0, cap=4.0)
-    delays = [backoff.next_delay() for _ in range(5)]
-    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0
-    assert all(2.0 <= d <= 4.0 for d in delays[2:])
-    backoff.reset()
-    assert backoff.next_delay() <= 1.0
+def test_an_answer_that_is_not_the_message_expected_is_the_apis_error():
+    with pytest.raises(ServerError, match="BAD_ANSWER") as rejected:
+        read(protocol.Registered, {"id": "not a number"})
+    assert isinstance(rejected.value, Rejected) and rejected.value.status == 500
 
 
 # -- the outbox ----------------------------------------------------------------------
@@ -272,7 +57,7 @@ def _outbox(send: FakeResults) -> tuple[Outbox, list[int]]:
 
 
 def test_the_report_the_api_fails_on_is_isolated_and_dropped(caplog: pytest.LogCaptureFixture):
-    send = FakeResults(lambda reports: ApiRejected(500, "INTERNAL_ERROR", "boom")
+    send = FakeResults(lambda reports: ServerError("boom", "INTERNAL_ERROR", 500)
                        if any(r.job_id == 5 for r in reports) else None)
     outbox, forgotten = _outbox(send)
     for job_id in range(1, 9):
@@ -286,7 +71,7 @@ def test_the_report_the_api_fails_on_is_isolated_and_dropped(caplog: pytest.LogC
 
 
 def test_an_outage_keeps_every_report():
-    outbox, forgotten = _outbox(FakeResults(lambda reports: ApiUnavailable("down")))
+    outbox, forgotten = _outbox(FakeResults(lambda reports: Unavailable("down")))
     outbox.put(_report(1))
     outbox.put(_report(2))
     assert outbox.deliver(outbox.take()) is False
@@ -295,7 +80,7 @@ def test_an_outage_keeps_every_report():
 
 
 def test_a_refused_worker_drops_nothing():
-    outbox, forgotten = _outbox(FakeResults(lambda reports: ApiRejected(401, "UNAUTHORIZED", "no")))
+    outbox, forgotten = _outbox(FakeResults(lambda reports: Unauthorized("no", "UNAUTHORIZED", 401)))
     outbox.put(_report(1))
     assert outbox.deliver(outbox.take()) is False
     assert forgotten == [] and not outbox.idle()
