@@ -136,5 +136,8 @@ def fleet(clean_db: str, jwt_key_file: str, tmp_path: Path, api_env: dict[str, s
                       tmp_path / "work", env)
         yield fleet
     finally:
-        stop_processes((fleet.workers if fleet else []) + [fleet.api if fleet else api])
+        # Workers first, as skyfleet run stops them: with the API still up, a cancelled job's stop
+        # reaches its worker and held results are delivered, so no worker waits out its grace.
+        stop_processes(fleet.workers if fleet else [])
+        stop_processes([fleet.api if fleet else api])
         engine.dispose()

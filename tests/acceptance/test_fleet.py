@@ -108,5 +108,5 @@ def test_sigterm_releases_jobs_that_outlive_the_grace_period(fleet: Fleet):
     assert released["status"] == "PENDING" and released["max_attempts"] == 4  # not counted as an attempt
     with fleet.engine.connect() as conn:
         assert conn.execute(text("SELECT outcome FROM job_attempts")).scalar_one() == "RELEASED"
-    other = fleet.start_worker()
+    other = fleet.start_worker(SKYFLEET_WORKER_STOP_GRACE_S="1")  # the teardown need not wait out the job
     wait_for(lambda: _holder_pid(fleet, job["id"]) == other.pid, timeout=15, what="another worker to take it")
